@@ -1,0 +1,18 @@
+//! daed-core: the library behind the `daed` command.
+//!
+//! Modules follow the paper's concepts: [`diffusion`] (schedules, the forward and backward
+//! processes, losses, step samplers, samplers), [`nn`] (the U-Net), [`train`] (optimiser, EMA,
+//! checkpoints, the training loop), [`config`] (TOML experiment files).
+pub mod config;
+pub mod device;
+pub mod diffusion;
+pub mod error;
+pub mod nn;
+pub mod rng;
+pub mod sample;
+pub mod tensor_io;
+pub mod train;
+
+pub use burn;
+pub use daed_io as io;
+pub use error::{Error, Result};

@@ -1,0 +1,176 @@
+//! U-Net building blocks: ResBlock with scale-shift norm, self-attention, up/down sampling.
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{
+    Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig,
+    PaddingConfig2d,
+};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+use burn::tensor::{Device, Tensor};
+
+/// GroupNorm with 32 groups (fewer when the channel count is small), eps 1e-5.
+pub fn norm(channels: usize, device: &Device) -> GroupNorm {
+    let mut groups = 32.min(channels);
+    while channels % groups != 0 {
+        groups -= 1;
+    }
+    GroupNormConfig::new(groups, channels).init(device)
+}
+
+/// A 3x3 (or 1x1) same-padding convolution; `zero` gives a zero-initialised one.
+pub fn conv(cin: usize, cout: usize, k: usize, zero: bool, device: &Device) -> Conv2d {
+    let mut c = Conv2dConfig::new([cin, cout], [k, k]).with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2));
+    if zero {
+        c = c.with_initializer(Initializer::Zeros);
+    }
+    c.init(device)
+}
+
+/// Residual block conditioned on the time embedding.
+#[derive(Module, Debug)]
+pub struct ResBlock {
+    /// Normalisation before the first conv.
+    pub in_norm: GroupNorm,
+    /// First 3x3 conv.
+    pub in_conv: Conv2d,
+    /// Projects the embedding to a scale and shift (or a bias).
+    pub emb_layer: Linear,
+    /// Normalisation before the second conv.
+    pub out_norm: GroupNorm,
+    /// Dropout before the second conv.
+    pub dropout: Dropout,
+    /// Second 3x3 conv, zero-initialised.
+    pub out_conv: Conv2d,
+    /// 1x1 conv on the skip path when the channel count changes.
+    pub skip: Option<Conv2d>,
+    /// Whether the embedding gives scale and shift.
+    pub scale_shift: bool,
+}
+
+impl ResBlock {
+    /// A block from `cin` to `cout` channels.
+    pub fn new(cin: usize, cout: usize, emb: usize, dropout: f64, scale_shift: bool, device: &Device) -> Self {
+        let emb_out = if scale_shift { 2 * cout } else { cout };
+        Self {
+            in_norm: norm(cin, device),
+            in_conv: conv(cin, cout, 3, false, device),
+            emb_layer: LinearConfig::new(emb, emb_out).init(device),
+            out_norm: norm(cout, device),
+            dropout: DropoutConfig::new(dropout).init(),
+            out_conv: conv(cout, cout, 3, true, device),
+            skip: (cin != cout).then(|| conv(cin, cout, 1, false, device)),
+            scale_shift,
+        }
+    }
+
+    /// x: [B, Cin, H, W], emb: [B, E] (already through SiLU).
+    pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
+        let h = self.in_conv.forward(silu(self.in_norm.forward(x.clone())));
+        let [b, c, _, _] = h.dims();
+        let e = self.emb_layer.forward(emb);
+        let h = if self.scale_shift {
+            let e = e.reshape([b, 2 * c, 1, 1]);
+            let scale = e.clone().narrow(1, 0, c);
+            let shift = e.narrow(1, c, c);
+            self.out_norm.forward(h) * scale.add_scalar(1.0) + shift
+        } else {
+            self.out_norm.forward(h + e.reshape([b, c, 1, 1]))
+        };
+        let h = self.out_conv.forward(self.dropout.forward(silu(h)));
+        let skip = match &self.skip {
+            Some(s) => s.forward(x),
+            None => x,
+        };
+        skip + h
+    }
+}
+
+/// Multi-head self-attention over the spatial positions.
+#[derive(Module, Debug)]
+pub struct AttentionBlock {
+    /// Normalisation of the input.
+    pub norm: GroupNorm,
+    /// Joint projection to queries, keys and values.
+    pub qkv: Linear,
+    /// Output projection, zero-initialised.
+    pub proj_out: Linear,
+    /// Number of heads.
+    pub num_heads: usize,
+}
+
+impl AttentionBlock {
+    /// Attention over `channels` channels with `num_heads` heads.
+    pub fn new(channels: usize, num_heads: usize, device: &Device) -> Self {
+        Self {
+            norm: norm(channels, device),
+            qkv: LinearConfig::new(channels, 3 * channels).init(device),
+            proj_out: LinearConfig::new(channels, channels)
+                .with_initializer(Initializer::Zeros)
+                .init(device),
+            num_heads,
+        }
+    }
+
+    /// x: [B, C, H, W] -> same shape.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let t = h * w;
+        let nh = self.num_heads;
+        let ch = c / nh;
+        let seq = self.norm.forward(x.clone()).reshape([b, c, t]).swap_dims(1, 2);
+        let qkv = self.qkv.forward(seq).reshape([b, t, nh, 3 * ch]).swap_dims(1, 2);
+        let q = qkv.clone().narrow(3, 0, ch);
+        let k = qkv.clone().narrow(3, ch, ch);
+        let v = qkv.narrow(3, 2 * ch, ch);
+        let scale = 1.0 / (ch as f64).sqrt();
+        let weights = softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(scale), 3);
+        let a = weights.matmul(v).swap_dims(1, 2).reshape([b, t, c]);
+        let out = self.proj_out.forward(a).swap_dims(1, 2).reshape([b, c, h, w]);
+        x + out
+    }
+}
+
+/// Halves the resolution with a stride-2 3x3 conv.
+#[derive(Module, Debug)]
+pub struct Downsample {
+    /// The strided conv.
+    pub op: Conv2d,
+}
+
+impl Downsample {
+    /// A downsampler keeping `channels`.
+    pub fn new(channels: usize, device: &Device) -> Self {
+        let op = Conv2dConfig::new([channels, channels], [3, 3])
+            .with_stride([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(device);
+        Self { op }
+    }
+    /// [B, C, H, W] -> [B, C, ceil(H/2), ceil(W/2)].
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.op.forward(x)
+    }
+}
+
+/// Doubles the resolution (nearest neighbour) then a 3x3 conv.
+#[derive(Module, Debug)]
+pub struct Upsample {
+    /// The conv after upsampling.
+    pub conv: Conv2d,
+}
+
+impl Upsample {
+    /// An upsampler keeping `channels`.
+    pub fn new(channels: usize, device: &Device) -> Self {
+        Self {
+            conv: conv(channels, channels, 3, false, device),
+        }
+    }
+    /// [B, C, H, W] -> [B, C, out_h, out_w] (2H x 2W unless a skip needs another size).
+    pub fn forward(&self, x: Tensor<4>, out_hw: [usize; 2]) -> Tensor<4> {
+        let up = interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(out_hw));
+        self.conv.forward(up)
+    }
+}

@@ -1,0 +1,7 @@
+//! Training: AdamW and EMA over named parameters, checkpoints, and the loop.
+pub mod checkpoint;
+pub mod optim;
+pub mod trainer;
+
+pub use checkpoint::Checkpoint;
+pub use trainer::{Observer, Trainer};

@@ -1,0 +1,330 @@
+//! The training loop: batches, steps, losses, AdamW, EMA, logs, grids and checkpoints.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+use daed_io::images::ImageSet;
+
+use super::checkpoint::{self, Checkpoint, CheckpointState, FORMAT_VERSION};
+use super::optim::{ema_update, AdamW, AdamWSettings};
+use crate::config::ExperimentConfig;
+use crate::diffusion::step_sampler::StepSampler;
+use crate::diffusion::GaussianDiffusion;
+use crate::nn::UNet;
+use crate::rng::Rng;
+use crate::sample::{noise, sample_images, SampleOptions};
+use crate::tensor_io::{load_module, module_arrays, to_vec};
+use crate::{Error, Result};
+
+/// Receives progress from the loop (the CLI draws a progress bar with it).
+pub trait Observer {
+    /// Training starts at `step` of `total`.
+    fn start(&mut self, _step: u64, _total: u64) {}
+    /// A step finished with this loss.
+    fn step(&mut self, _step: u64, _loss: f64) {}
+    /// Something worth telling the user (checkpoint written, grid written).
+    fn message(&mut self, _msg: &str) {}
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+impl Observer for Quiet {}
+
+/// What one step measured.
+#[derive(Clone, Debug, Default)]
+pub struct StepStats {
+    /// The weighted mean loss that was minimised.
+    pub loss: f64,
+    /// Mean epsilon MSE (when part of the objective).
+    pub mse: Option<f64>,
+    /// Mean VLB term in bits/dim (when computed).
+    pub vb: Option<f64>,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Weighted per-sample losses, summed and counted per quarter of the steps.
+    pub quartiles: [(f64, usize); 4],
+}
+
+/// Loads the dataset a config names.
+pub fn load_data(cfg: &ExperimentConfig) -> Result<ImageSet> {
+    let d = &cfg.data;
+    let mut spec = daed_io::datasets::DatasetSpec::new(d.dataset.parse()?);
+    spec.split = d.split.parse()?;
+    spec.path = d.path.clone();
+    spec.celeba_crop = d.celeba_crop;
+    spec.limit = d.limit;
+    let set = daed_io::datasets::load(&spec)?;
+    if set.is_empty() {
+        return Err(Error::Invalid(format!("data: dataset `{}` has no images", d.dataset)));
+    }
+    Ok(set)
+}
+
+/// Builds the U-Net a config describes for images of `shape` [C, H, W].
+pub fn build_unet(cfg: &ExperimentConfig, d: &GaussianDiffusion, shape: [usize; 3], device: &Device) -> Result<UNet> {
+    if shape[1] != shape[2] {
+        return Err(Error::Invalid(format!("images must be square, got {}x{}", shape[1], shape[2])));
+    }
+    UNet::new(&cfg.unet, shape[0], shape[1], d.model_out_channels(shape[0]), device)
+}
+
+/// A training run in progress.
+pub struct Trainer {
+    /// The experiment.
+    pub cfg: ExperimentConfig,
+    /// Where logs, grids and checkpoints go.
+    pub run_dir: PathBuf,
+    /// The model (on the autodiff device).
+    pub model: UNet,
+    /// The EMA of the model's weights (plain device).
+    pub ema: UNet,
+    /// The diffusion process.
+    pub diffusion: GaussianDiffusion,
+    /// Optimiser steps done.
+    pub step: u64,
+    device: Device,
+    opt: AdamW,
+    sampler: StepSampler,
+    data: ImageSet,
+    perm: Option<(u64, Vec<usize>)>,
+}
+
+impl Trainer {
+    /// A fresh run of `cfg` on `data`.
+    pub fn new(cfg: ExperimentConfig, data: ImageSet) -> Result<Self> {
+        cfg.validate()?;
+        let device = crate::device::resolve(&cfg.device)?.autodiff();
+        let diffusion = GaussianDiffusion::new(&cfg.diffusion.schedule_spec(), cfg.diffusion.var_type())?;
+        device.seed(cfg.train.seed);
+        let model = build_unet(&cfg, &diffusion, [data.channels, data.height, data.width], &device)?;
+        let ema = model.valid();
+        let sampler = StepSampler::new(cfg.diffusion.step_sampler, &diffusion.betas);
+        Ok(Self {
+            run_dir: cfg.run_dir(),
+            cfg,
+            model,
+            ema,
+            diffusion,
+            step: 0,
+            device,
+            opt: AdamW::default(),
+            sampler,
+            data,
+            perm: None,
+        })
+    }
+
+    /// Continues from a checkpoint (a checkpoint dir or a run dir's latest). The data, diffusion
+    /// and network sections of `cfg` must equal the checkpoint's; the others may change.
+    pub fn resume(cfg: ExperimentConfig, data: ImageSet, path: &Path) -> Result<Self> {
+        let ck = Checkpoint::open(path)?;
+        let old = &ck.config;
+        for (name, same) in [
+            ("data", old.data == cfg.data),
+            ("diffusion", old.diffusion == cfg.diffusion),
+            ("unet", old.unet == cfg.unet),
+            ("train.seed", old.train.seed == cfg.train.seed),
+            ("train.batch_size", old.train.batch_size == cfg.train.batch_size),
+        ] {
+            if !same {
+                return Err(Error::ckpt(&ck.dir, format!("the config's [{name}] differs from the checkpoint's: resume with the run's own config (saved as {})", ck.dir.join("state.json").display())));
+            }
+        }
+        let mut t = Self::new(cfg, data)?;
+        let shape = [t.data.channels, t.data.height, t.data.width];
+        if ck.state.image_shape != shape {
+            return Err(Error::ckpt(&ck.dir, format!("made for images {:?}, the data has {:?}", ck.state.image_shape, shape)));
+        }
+        let model = ck.tensors(checkpoint::FILES[0])?;
+        t.model = load_module(t.model, &model, "", &ck.dir.join(checkpoint::FILES[0]))?;
+        let ema = ck.tensors(checkpoint::FILES[1])?;
+        t.ema = load_module(t.ema, &ema, "", &ck.dir.join(checkpoint::FILES[1]))?;
+        let opt = ck.tensors(checkpoint::FILES[2])?;
+        t.opt = AdamW::from_arrays(ck.state.adam_t, &opt, &t.device.clone().inner());
+        t.sampler = ck.state.step_sampler.clone();
+        t.step = ck.state.step;
+        Ok(t)
+    }
+
+    fn batch_indices(&mut self) -> Vec<usize> {
+        let n = self.data.len() as u64;
+        let b = self.cfg.train.batch_size as u64;
+        (0..b)
+            .map(|j| {
+                let pos = self.step * b + j;
+                let epoch = pos / n;
+                if self.perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
+                    let mut p: Vec<usize> = (0..n as usize).collect();
+                    Rng::for_step(self.cfg.train.seed, epoch, 7).shuffle(&mut p);
+                    self.perm = Some((epoch, p));
+                }
+                self.perm.as_ref().expect("set above").1[(pos % n) as usize]
+            })
+            .collect()
+    }
+
+    /// Current learning rate (linear anneal to 0 when asked).
+    pub fn lr(&self) -> f64 {
+        let t = &self.cfg.train;
+        if t.lr_anneal {
+            t.lr * (1.0 - self.step as f64 / t.steps.max(1) as f64)
+        } else {
+            t.lr
+        }
+    }
+
+    /// One optimiser step.
+    pub fn train_step(&mut self) -> Result<StepStats> {
+        let seed = self.cfg.train.seed;
+        let idx = self.batch_indices();
+        let b = idx.len();
+        let [c, h, w] = [self.data.channels, self.data.height, self.data.width];
+        let x0: Tensor<4> = Tensor::from_data(TensorData::new(self.data.to_f32(&idx), [b, c, h, w]), &self.device);
+        let (ts, ws) = self.sampler.sample(b, &mut Rng::for_step(seed, self.step, 0));
+        // Noise first, then dropout: both from the device RNG seeded for this step.
+        let eps = noise([b, c, h, w], seed, self.step, 2, &self.device);
+        let xt = self.diffusion.q_sample(x0.clone(), &ts, eps.clone());
+        let out = self.model.forward(xt.clone(), &self.diffusion.model_timesteps_f32(&ts));
+        let terms = self.diffusion.training_losses(self.cfg.diffusion.loss, out, x0, xt, &ts, eps);
+        let wv: Vec<f32> = ws.iter().map(|&x| x as f32).collect();
+        let wt: Tensor<1> = Tensor::from_data(TensorData::new(wv, [b]), &self.device);
+        let per_sample = terms.loss.clone() * wt;
+        let loss = per_sample.clone().mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        let lr = self.lr();
+        let settings = AdamWSettings {
+            lr,
+            weight_decay: self.cfg.train.weight_decay,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            grad_clip: (self.cfg.train.grad_clip > 0.0).then_some(self.cfg.train.grad_clip),
+        };
+        let model = std::mem::replace(&mut self.model, self.ema.clone());
+        let (model, grad_norm) = self.opt.step(model, &grads, &settings, lr)?;
+        self.model = model;
+        let ema = std::mem::replace(&mut self.ema, self.model.valid());
+        self.ema = ema_update(ema, &self.model, self.cfg.train.ema_rate);
+        self.step += 1;
+
+        let host = to_vec(per_sample.inner())?;
+        let raw = to_vec(terms.loss.inner())?;
+        self.sampler.update(&ts, &raw.iter().map(|&x| x as f64).collect::<Vec<_>>());
+        let mut quartiles = [(0.0, 0); 4];
+        let tn = self.diffusion.num_steps();
+        for (&t, &l) in ts.iter().zip(&host) {
+            let q = (4 * t / tn).min(3);
+            quartiles[q].0 += l as f64;
+            quartiles[q].1 += 1;
+        }
+        let mean = |t: Option<Tensor<1>>| -> Result<Option<f64>> {
+            t.map(|t| to_vec(t.inner().mean()).map(|v| v[0] as f64)).transpose()
+        };
+        Ok(StepStats {
+            loss: host.iter().map(|&x| x as f64).sum::<f64>() / b as f64,
+            mse: mean(terms.mse)?,
+            vb: mean(terms.vb)?,
+            grad_norm,
+            lr,
+            quartiles,
+        })
+    }
+
+    /// Writes a checkpoint of the current state.
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let state = CheckpointState {
+            format_version: FORMAT_VERSION,
+            step: self.step,
+            model_kind: "ddgm".into(),
+            image_shape: [self.data.channels, self.data.height, self.data.width],
+            config_toml: self.cfg.to_toml(),
+            seed: self.cfg.train.seed,
+            adam_t: self.opt.t,
+            step_sampler: self.sampler.clone(),
+            checksums: Default::default(),
+        };
+        let tensors = [module_arrays(&self.model, "")?, module_arrays(&self.ema, "")?, self.opt.arrays()?];
+        checkpoint::save(&self.run_dir, state, tensors, self.cfg.train.keep_checkpoints)
+    }
+
+    /// Samples a grid from the EMA weights into `samples/step_N.png`.
+    pub fn write_grid(&self) -> Result<PathBuf> {
+        let s = &self.cfg.sample;
+        let n = s.n.min(64);
+        let opts = SampleOptions { respacing: s.respacing.clone(), ddim: s.ddim, eta: s.eta, clip_denoised: s.clip_denoised, seed: s.seed };
+        let shape = [self.data.channels, self.data.height, self.data.width];
+        let inner = self.device.clone().inner();
+        let imgs = sample_images(&self.ema, &self.diffusion, shape, n, s.batch_size, &opts, &inner, &mut |_, _| {})?;
+        let set = ImageSet::from_f32(shape[0], shape[1], shape[2], &imgs);
+        let path = self.run_dir.join("samples").join(format!("step_{:08}.png", self.step));
+        let ncol = (n as f64).sqrt().ceil() as usize;
+        daed_io::grid::save_grid_png(&path, &set, ncol, 2)?;
+        Ok(path)
+    }
+
+    /// Trains until `train.steps`, logging, sampling and checkpointing on the way.
+    pub fn run(&mut self, obs: &mut dyn Observer) -> Result<()> {
+        std::fs::create_dir_all(&self.run_dir).map_err(|e| Error::io(&self.run_dir, e))?;
+        daed_io::atomic::write_atomic(self.run_dir.join("config.toml"), self.cfg.to_toml().as_bytes())?;
+        let log_path = self.run_dir.join("log.jsonl");
+        let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| Error::io(&log_path, e))?;
+        let t = self.cfg.train.clone();
+        obs.start(self.step, t.steps);
+        let mut acc: Vec<StepStats> = Vec::new();
+        let mut tick = Instant::now();
+        let started = Instant::now();
+        while self.step < t.steps {
+            let s = self.train_step()?;
+            if !s.loss.is_finite() {
+                return Err(Error::Invalid(format!("loss became {} at step {}: lower train.lr or enable train.grad_clip (the last checkpoint is intact)", s.loss, self.step)));
+            }
+            obs.step(self.step, s.loss);
+            acc.push(s);
+            if self.step % t.log_every == 0 || self.step == t.steps {
+                let dt = tick.elapsed().as_secs_f64();
+                let line = log_line(self.step, &acc, dt, started.elapsed().as_secs_f64());
+                writeln!(log, "{line}").map_err(|e| Error::io(&log_path, e))?;
+                acc.clear();
+                tick = Instant::now();
+            }
+            if self.step % t.checkpoint_every == 0 || self.step == t.steps {
+                let p = self.save_checkpoint()?;
+                obs.message(&format!("checkpoint {}", p.display()));
+            }
+            if (t.sample_every > 0 && self.step % t.sample_every == 0) || self.step == t.steps {
+                let p = self.write_grid()?;
+                obs.message(&format!("samples {}", p.display()));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn log_line(step: u64, acc: &[StepStats], dt: f64, elapsed: f64) -> String {
+    let n = acc.len().max(1) as f64;
+    let mut o = serde_json::Map::new();
+    o.insert("step".into(), step.into());
+    o.insert("loss".into(), (acc.iter().map(|s| s.loss).sum::<f64>() / n).into());
+    for (key, get) in [("mse", (|s: &StepStats| s.mse) as fn(&StepStats) -> Option<f64>), ("vb", |s: &StepStats| s.vb)] {
+        let v: Vec<f64> = acc.iter().filter_map(get).collect();
+        if !v.is_empty() {
+            o.insert(key.into(), (v.iter().sum::<f64>() / v.len() as f64).into());
+        }
+    }
+    for q in 0..4 {
+        let (s, c) = acc.iter().fold((0.0, 0), |(s, c), x| (s + x.quartiles[q].0, c + x.quartiles[q].1));
+        if c > 0 {
+            o.insert(format!("loss_q{q}"), (s / c as f64).into());
+        }
+    }
+    o.insert("grad_norm".into(), (acc.iter().map(|s| s.grad_norm).sum::<f64>() / n).into());
+    o.insert("lr".into(), acc.last().map(|s| s.lr).unwrap_or(0.0).into());
+    o.insert("steps_per_sec".into(), (acc.len() as f64 / dt.max(1e-9)).into());
+    o.insert("elapsed_s".into(), elapsed.into());
+    serde_json::Value::Object(o).to_string()
+}

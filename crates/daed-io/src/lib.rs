@@ -1,0 +1,24 @@
+//! daed-io: the framework-free file side of daed.
+//!
+//! Datasets (IDX, CIFAR binary, image folders, an embedded Fashion-MNIST demo subset), downloads with
+//! checksums, numpy `.npy`/`.npz`, PNG image grids, PNG line plots, CSV/Markdown/JSON tables and atomic
+//! file writes. Nothing here depends on a tensor framework: images are plain `u8`/`f32` buffers.
+
+#![warn(missing_docs)]
+
+pub mod atomic;
+pub mod cifar;
+pub mod datasets;
+pub mod error;
+pub mod fetch;
+pub mod folder;
+pub mod font;
+pub mod grid;
+pub mod idx;
+pub mod images;
+pub mod npz;
+pub mod plot;
+pub mod table;
+
+pub use error::{Error, Result};
+pub use images::ImageSet;
