@@ -1,1 +1,44 @@
-fn main() {}
+//! `daed`: train, sample and analyse diffusion models (DDGM and DAED) from the command line.
+//!
+//! A thin layer: it parses arguments and configs, calls daed-core, and prints what it returns.
+mod data;
+mod progress;
+mod sample;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+/// Diffusion-based deep generative models: train, sample, analyse, evaluate.
+#[derive(Parser)]
+#[command(name = "daed", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train a model from a TOML config (resumable).
+    Train(train::TrainArgs),
+    /// Sample images from a checkpoint: PNG grid + guided-diffusion .npz.
+    Sample(sample::SampleArgs),
+    /// Train a tiny model on the embedded Fashion-MNIST subset and sample a grid (a few minutes).
+    Demo(train::DemoArgs),
+    /// Datasets: download, inspect.
+    #[command(subcommand)]
+    Data(data::DataCmd),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Train(a) => train::run(a),
+        Cmd::Sample(a) => sample::run(a),
+        Cmd::Demo(a) => train::demo(a),
+        Cmd::Data(c) => data::run(c),
+    };
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -142,7 +142,13 @@ impl Default for ExperimentConfig {
 
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { dataset: "fashion-mnist".into(), path: None, split: "train".into(), limit: None, celeba_crop: 140 }
+        Self {
+            dataset: "fashion-mnist".into(),
+            path: None,
+            split: "train".into(),
+            limit: None,
+            celeba_crop: 140,
+        }
     }
 }
 
@@ -185,7 +191,16 @@ impl Default for TrainConfig {
 
 impl Default for SampleConfig {
     fn default() -> Self {
-        Self { n: 64, respacing: String::new(), ddim: false, eta: 0.0, use_ema: true, clip_denoised: true, batch_size: 64, seed: 0 }
+        Self {
+            n: 64,
+            respacing: String::new(),
+            ddim: false,
+            eta: 0.0,
+            use_ema: true,
+            clip_denoised: true,
+            batch_size: 64,
+            seed: 0,
+        }
     }
 }
 
@@ -213,9 +228,15 @@ impl DiffusionConfig {
 impl ExperimentConfig {
     /// Parses TOML text; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
-        let cfg: Self = toml::from_str(text).map_err(|e| Error::Config { origin: origin.into(), msg: e.to_string() })?;
+        let cfg: Self = toml::from_str(text).map_err(|e| Error::Config {
+            origin: origin.into(),
+            msg: e.to_string(),
+        })?;
         cfg.validate().map_err(|e| match e {
-            Error::Invalid(msg) => Error::Config { origin: origin.into(), msg },
+            Error::Invalid(msg) => Error::Config {
+                origin: origin.into(),
+                msg,
+            },
             other => other,
         })?;
         Ok(cfg)
@@ -234,7 +255,10 @@ impl ExperimentConfig {
 
     /// The run directory.
     pub fn run_dir(&self) -> PathBuf {
-        self.train.out_dir.clone().unwrap_or_else(|| PathBuf::from("runs").join(&self.name))
+        self.train
+            .out_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs").join(&self.name))
     }
 
     /// Range checks; each error names its key.
@@ -258,7 +282,10 @@ impl ExperimentConfig {
             return bad("train.grad_clip must be >= 0 (0 = off)".into());
         }
         if !(0.0..1.0).contains(&t.ema_rate) {
-            return bad(format!("train.ema_rate must be in [0, 1), got {}", t.ema_rate));
+            return bad(format!(
+                "train.ema_rate must be in [0, 1), got {}",
+                t.ema_rate
+            ));
         }
         if t.log_every == 0 || t.checkpoint_every == 0 {
             return bad("train.log_every and train.checkpoint_every must be at least 1".into());
@@ -271,9 +298,14 @@ impl ExperimentConfig {
             return bad("sample.eta must be >= 0".into());
         }
         if !["train", "test"].contains(&self.data.split.as_str()) {
-            return bad(format!("data.split must be train or test, got `{}`", self.data.split));
+            return bad(format!(
+                "data.split must be train or test, got `{}`",
+                self.data.split
+            ));
         }
-        self.data.dataset.parse::<daed_io::datasets::DatasetName>()?;
+        self.data
+            .dataset
+            .parse::<daed_io::datasets::DatasetName>()?;
         Ok(())
     }
 }
@@ -284,13 +316,21 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let e = ExperimentConfig::from_toml("[train]\nbatch_sise = 3\n", "x.toml").unwrap_err().to_string();
+        let e = ExperimentConfig::from_toml("[train]\nbatch_sise = 3\n", "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.toml") && e.contains("batch_sise"), "{e}");
-        let e = ExperimentConfig::from_toml("[train]\nlr = -1.0\n", "x.toml").unwrap_err().to_string();
+        let e = ExperimentConfig::from_toml("[train]\nlr = -1.0\n", "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("train.lr"), "{e}");
-        let e = ExperimentConfig::from_toml("[diffusion]\nschedule = \"quadratic\"\n", "x.toml").unwrap_err().to_string();
+        let e = ExperimentConfig::from_toml("[diffusion]\nschedule = \"quadratic\"\n", "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("quadratic"), "{e}");
-        let e = ExperimentConfig::from_toml("[train]\nema_rate = 1.5\n", "x.toml").unwrap_err().to_string();
+        let e = ExperimentConfig::from_toml("[train]\nema_rate = 1.5\n", "x.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("train.ema_rate"), "{e}");
     }
 

@@ -38,7 +38,14 @@ pub fn noise(shape: [usize; 4], seed: u64, a: u64, b: u64, device: &Device) -> T
 }
 
 /// One backward step from step index `t` (same for the whole batch).
-pub fn p_step(model: &UNet, d: &GaussianDiffusion, x: Tensor<4>, t: usize, opts: &SampleOptions, z: Tensor<4>) -> Tensor<4> {
+pub fn p_step(
+    model: &UNet,
+    d: &GaussianDiffusion,
+    x: Tensor<4>,
+    t: usize,
+    opts: &SampleOptions,
+    z: Tensor<4>,
+) -> Tensor<4> {
     let b = x.dims()[0];
     let ts = vec![t; b];
     let tt: Vec<f32> = vec![d.timestep_map[t] as f32; b];
@@ -49,7 +56,8 @@ pub fn p_step(model: &UNet, d: &GaussianDiffusion, x: Tensor<4>, t: usize, opts:
         let ab = d.alphas_cumprod[t];
         let ab_prev = d.alphas_cumprod_prev[t];
         let sigma = opts.eta * ((1.0 - ab_prev) / (1.0 - ab)).sqrt() * (1.0 - ab / ab_prev).sqrt();
-        let mean = pm.pred_xstart.mul_scalar(ab_prev.sqrt()) + eps.mul_scalar((1.0 - ab_prev - sigma * sigma).max(0.0).sqrt());
+        let mean = pm.pred_xstart.mul_scalar(ab_prev.sqrt())
+            + eps.mul_scalar((1.0 - ab_prev - sigma * sigma).max(0.0).sqrt());
         if t == 0 || sigma == 0.0 {
             mean
         } else {
@@ -77,7 +85,11 @@ pub fn p_sample_loop_from(
     let dev = x.device();
     let total = from + 1;
     for (k, t) in (0..=from).rev().enumerate() {
-        let z = if t > 0 { noise(shape, opts.seed, batch_id, 1 + t as u64, &dev) } else { x.zeros_like() };
+        let z = if t > 0 {
+            noise(shape, opts.seed, batch_id, 1 + t as u64, &dev)
+        } else {
+            x.zeros_like()
+        };
         x = p_step(model, d, x, t, opts, z);
         progress(k + 1, total);
     }
@@ -102,10 +114,20 @@ pub fn sample_images(
     let mut out = Vec::with_capacity(n * shape.iter().product::<usize>());
     for bi in 0..nb {
         let b = batch.min(n - bi * batch);
-        let x = noise([b, shape[0], shape[1], shape[2]], opts.seed, bi as u64, 0, device);
+        let x = noise(
+            [b, shape[0], shape[1], shape[2]],
+            opts.seed,
+            bi as u64,
+            0,
+            device,
+        );
         let done = bi * steps;
-        let x = p_sample_loop_from(model, &d, x, steps - 1, opts, bi as u64, &mut |k, _| progress(done + k, nb * steps));
-        out.extend(crate::tensor_io::to_vec(x.reshape([b * shape.iter().product::<usize>()]))?);
+        let x = p_sample_loop_from(model, &d, x, steps - 1, opts, bi as u64, &mut |k, _| {
+            progress(done + k, nb * steps)
+        });
+        out.extend(crate::tensor_io::to_vec(
+            x.reshape([b * shape.iter().product::<usize>()]),
+        )?);
     }
     Ok(out)
 }

@@ -104,7 +104,10 @@ pub fn map_params<M: Module>(
             }
         }
     }
-    let mut m = Mapper { path: Vec::new(), f };
+    let mut m = Mapper {
+        path: Vec::new(),
+        f,
+    };
     module.map(&mut m)
 }
 
@@ -114,14 +117,25 @@ pub fn module_arrays<M: Module>(module: &M, prefix: &str) -> Result<BTreeMap<Str
         .into_iter()
         .map(|p| {
             let data = to_vec(p.value)?;
-            Ok((format!("{prefix}{}", p.path), NamedArray { shape: p.shape, data }))
+            Ok((
+                format!("{prefix}{}", p.path),
+                NamedArray {
+                    shape: p.shape,
+                    data,
+                },
+            ))
         })
         .collect()
 }
 
 /// Loads parameters from `arrays` (keys `prefix + path`); every parameter must be present with
 /// the right shape. `origin` names the file in errors.
-pub fn load_module<M: Module>(module: M, arrays: &BTreeMap<String, NamedArray>, prefix: &str, origin: &Path) -> Result<M> {
+pub fn load_module<M: Module>(
+    module: M,
+    arrays: &BTreeMap<String, NamedArray>,
+    prefix: &str,
+    origin: &Path,
+) -> Result<M> {
     let mut err: Option<Error> = None;
     let m = map_params(module, &mut |path, _, cur| {
         if err.is_some() {
@@ -141,7 +155,10 @@ pub fn load_module<M: Module>(module: M, arrays: &BTreeMap<String, NamedArray>, 
                 ));
                 None
             }
-            Some(a) => Some(Tensor::from_data(TensorData::new(a.data.clone(), [n]), &cur.device())),
+            Some(a) => Some(Tensor::from_data(
+                TensorData::new(a.data.clone(), [n]),
+                &cur.device(),
+            )),
         }
     });
     match err {
@@ -159,10 +176,16 @@ pub fn to_vec(t: Tensor<1>) -> Result<Vec<f32>> {
 }
 
 /// Serialises named arrays as safetensors (F32, little-endian) with string metadata.
-pub fn safetensors_bytes(arrays: &BTreeMap<String, NamedArray>, metadata: &BTreeMap<String, String>) -> Vec<u8> {
+pub fn safetensors_bytes(
+    arrays: &BTreeMap<String, NamedArray>,
+    metadata: &BTreeMap<String, String>,
+) -> Vec<u8> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
-        header.insert("__metadata__".into(), serde_json::to_value(metadata).expect("string map"));
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(metadata).expect("string map"),
+        );
     }
     let mut offset = 0usize;
     for (k, a) in arrays {
@@ -189,14 +212,20 @@ pub fn safetensors_bytes(arrays: &BTreeMap<String, NamedArray>, metadata: &BTree
 }
 
 /// Parses safetensors bytes (F32, F64 and F16 read as f32); `path` names the file in errors.
-pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<(BTreeMap<String, NamedArray>, BTreeMap<String, String>)> {
+pub fn parse_safetensors(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(BTreeMap<String, NamedArray>, BTreeMap<String, String>)> {
     let bad = |m: String| Error::ckpt(path, format!("not a valid safetensors file: {m}"));
     if bytes.len() < 8 {
         return Err(bad(format!("only {} bytes", bytes.len())));
     }
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
     if n > bytes.len() - 8 {
-        return Err(bad(format!("header of {n} bytes but the file has {}", bytes.len())));
+        return Err(bad(format!(
+            "header of {n} bytes but the file has {}",
+            bytes.len()
+        )));
     }
     let header: HashMap<String, serde_json::Value> =
         serde_json::from_slice(&bytes[8..8 + n]).map_err(|e| bad(format!("header JSON: {e}")))?;
@@ -213,29 +242,59 @@ pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<(BTreeMap<String, 
             continue;
         }
         let dtype = v["dtype"].as_str().unwrap_or("");
-        let shape: Vec<usize> = serde_json::from_value(v["shape"].clone()).map_err(|_| bad(format!("tensor `{k}`: bad shape")))?;
-        let offs: [usize; 2] = serde_json::from_value(v["data_offsets"].clone()).map_err(|_| bad(format!("tensor `{k}`: bad data_offsets")))?;
+        let shape: Vec<usize> = serde_json::from_value(v["shape"].clone())
+            .map_err(|_| bad(format!("tensor `{k}`: bad shape")))?;
+        let offs: [usize; 2] = serde_json::from_value(v["data_offsets"].clone())
+            .map_err(|_| bad(format!("tensor `{k}`: bad data_offsets")))?;
         if offs[1] > data.len() || offs[0] > offs[1] {
-            return Err(bad(format!("tensor `{k}` ends at byte {} but the data is {} bytes (truncated file?)", offs[1], data.len())));
+            return Err(bad(format!(
+                "tensor `{k}` ends at byte {} but the data is {} bytes (truncated file?)",
+                offs[1],
+                data.len()
+            )));
         }
         let raw = &data[offs[0]..offs[1]];
         let count: usize = shape.iter().product();
         let values: Vec<f32> = match dtype {
-            "F32" => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect(),
-            "F64" => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32).collect(),
-            "F16" => raw.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
-            other => return Err(bad(format!("tensor `{k}` has dtype {other}; only F32, F64 and F16 are read"))),
+            "F32" => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+                .collect(),
+            "F64" => raw
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8")) as f32)
+                .collect(),
+            "F16" => raw
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+            other => {
+                return Err(bad(format!(
+                    "tensor `{k}` has dtype {other}; only F32, F64 and F16 are read"
+                )))
+            }
         };
         if values.len() != count {
-            return Err(bad(format!("tensor `{k}`: shape {shape:?} needs {count} values, found {}", values.len())));
+            return Err(bad(format!(
+                "tensor `{k}`: shape {shape:?} needs {count} values, found {}",
+                values.len()
+            )));
         }
-        arrays.insert(k, NamedArray { shape, data: values });
+        arrays.insert(
+            k,
+            NamedArray {
+                shape,
+                data: values,
+            },
+        );
     }
     Ok((arrays, meta))
 }
 
 /// Reads a safetensors file.
-pub fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, NamedArray>, BTreeMap<String, String>)> {
+pub fn read_safetensors(
+    path: &Path,
+) -> Result<(BTreeMap<String, NamedArray>, BTreeMap<String, String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     parse_safetensors(&bytes, path)
 }
@@ -246,10 +305,20 @@ fn f16_to_f32(h: u16) -> f32 {
     let frac = (h & 0x3ff) as f32;
     let v = match exp {
         0 => frac * 2f32.powi(-24),
-        31 => if frac == 0.0 { f32::INFINITY } else { f32::NAN },
+        31 => {
+            if frac == 0.0 {
+                f32::INFINITY
+            } else {
+                f32::NAN
+            }
+        }
         e => (1.0 + frac / 1024.0) * 2f32.powi(e - 15),
     };
-    if sign == 1 { -v } else { v }
+    if sign == 1 {
+        -v
+    } else {
+        v
+    }
 }
 
 #[cfg(test)]
@@ -259,15 +328,31 @@ mod tests {
     #[test]
     fn safetensors_round_trip_and_truncation() {
         let mut a = BTreeMap::new();
-        a.insert("w".to_string(), NamedArray { shape: vec![2, 3], data: vec![1.0, 2.0, 3.0, 4.0, 5.0, -6.5] });
-        a.insert("b".to_string(), NamedArray { shape: vec![1], data: vec![0.25] });
+        a.insert(
+            "w".to_string(),
+            NamedArray {
+                shape: vec![2, 3],
+                data: vec![1.0, 2.0, 3.0, 4.0, 5.0, -6.5],
+            },
+        );
+        a.insert(
+            "b".to_string(),
+            NamedArray {
+                shape: vec![1],
+                data: vec![0.25],
+            },
+        );
         let mut m = BTreeMap::new();
         m.insert("step".to_string(), "7".to_string());
         let bytes = safetensors_bytes(&a, &m);
         let (back, meta) = parse_safetensors(&bytes, Path::new("x.safetensors")).unwrap();
         assert_eq!(back, a);
         assert_eq!(meta, m);
-        let e = parse_safetensors(&bytes[..bytes.len() - 4], Path::new("x.safetensors")).unwrap_err();
-        assert!(e.to_string().contains("x.safetensors") && e.to_string().contains("truncated"), "{e}");
+        let e =
+            parse_safetensors(&bytes[..bytes.len() - 4], Path::new("x.safetensors")).unwrap_err();
+        assert!(
+            e.to_string().contains("x.safetensors") && e.to_string().contains("truncated"),
+            "{e}"
+        );
     }
 }

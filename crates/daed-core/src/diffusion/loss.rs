@@ -23,11 +23,9 @@ const LN2: f64 = std::f64::consts::LN_2;
 /// KL(N(m1, e^lv1) || N(m2, e^lv2)) elementwise, in nats.
 pub fn normal_kl(m1: Tensor<4>, lv1: Tensor<4>, m2: Tensor<4>, lv2: Tensor<4>) -> Tensor<4> {
     let d = m1 - m2;
-    (lv2.clone() - lv1.clone()
-        + (lv1 - lv2.clone()).exp()
-        + d.square() * lv2.neg().exp())
-    .sub_scalar(1.0)
-    .mul_scalar(0.5)
+    (lv2.clone() - lv1.clone() + (lv1 - lv2.clone()).exp() + d.square() * lv2.neg().exp())
+        .sub_scalar(1.0)
+        .mul_scalar(0.5)
 }
 
 /// A fast approximation of the standard normal CDF (the one improved-diffusion uses).
@@ -39,7 +37,11 @@ pub fn approx_standard_normal_cdf(x: Tensor<4>) -> Tensor<4> {
 
 /// log-likelihood (nats, elementwise) of data `x` in [-1, 1] with 256 bins under a Gaussian
 /// discretised to bins of width 2/255, the edge bins open (eqs. 5-6).
-pub fn discretized_gaussian_log_likelihood(x: Tensor<4>, means: Tensor<4>, log_scales: Tensor<4>) -> Tensor<4> {
+pub fn discretized_gaussian_log_likelihood(
+    x: Tensor<4>,
+    means: Tensor<4>,
+    log_scales: Tensor<4>,
+) -> Tensor<4> {
     let centered = x.clone() - means;
     let inv_stdv = log_scales.neg().exp();
     let plus_in = (centered.clone().add_scalar(1.0 / 255.0)) * inv_stdv.clone();
@@ -74,18 +76,31 @@ pub struct LossTerms {
 
 impl GaussianDiffusion {
     /// The VLB term L_{t-1} (KL, or decoder NLL at the first step) in bits/dim, per sample.
-    pub fn vb_terms_bpd(&self, model_out: Tensor<4>, x0: Tensor<4>, xt: Tensor<4>, t: &[usize]) -> Tensor<1> {
+    pub fn vb_terms_bpd(
+        &self,
+        model_out: Tensor<4>,
+        x0: Tensor<4>,
+        xt: Tensor<4>,
+        t: &[usize],
+    ) -> Tensor<1> {
         let (true_mean, true_logv) = self.q_posterior(x0.clone(), xt.clone(), t);
         let out = self.p_mean_variance(model_out, xt, t, false);
-        let kl = mean_flat(normal_kl(true_mean, true_logv, out.mean.clone(), out.log_variance.clone()))
-            .div_scalar(LN2);
+        let kl = mean_flat(normal_kl(
+            true_mean,
+            true_logv,
+            out.mean.clone(),
+            out.log_variance.clone(),
+        ))
+        .div_scalar(LN2);
         let nll = mean_flat(
-            discretized_gaussian_log_likelihood(x0, out.mean, out.log_variance.mul_scalar(0.5)).neg(),
+            discretized_gaussian_log_likelihood(x0, out.mean, out.log_variance.mul_scalar(0.5))
+                .neg(),
         )
         .div_scalar(LN2);
         let dev = kl.device();
         let first: Vec<bool> = t.iter().map(|&i| i == 0).collect();
-        let mask = Tensor::<1, burn::tensor::Bool>::from_data(TensorData::new(first, [t.len()]), &dev);
+        let mask =
+            Tensor::<1, burn::tensor::Bool>::from_data(TensorData::new(first, [t.len()]), &dev);
         kl.mask_where(mask, nll)
     }
 
@@ -112,7 +127,11 @@ impl GaussianDiffusion {
                 }
             }
             LossKind::Simple | LossKind::Hybrid => {
-                let eps = if learned { model_out.clone().narrow(1, 0, c) } else { model_out.clone() };
+                let eps = if learned {
+                    model_out.clone().narrow(1, 0, c)
+                } else {
+                    model_out.clone()
+                };
                 let mse = mean_flat((noise - eps.clone()).square());
                 if learned {
                     // The VLB term trains only the variance: the mean is detached.
@@ -120,9 +139,17 @@ impl GaussianDiffusion {
                     let frozen = Tensor::cat(vec![eps.detach(), v], 1);
                     let vb = self.vb_terms_bpd(frozen, x0, xt, t);
                     let loss = mse.clone() + vb.clone().mul_scalar(n / 1000.0);
-                    LossTerms { loss, mse: Some(mse), vb: Some(vb) }
+                    LossTerms {
+                        loss,
+                        mse: Some(mse),
+                        vb: Some(vb),
+                    }
                 } else {
-                    LossTerms { loss: mse.clone(), mse: Some(mse), vb: None }
+                    LossTerms {
+                        loss: mse.clone(),
+                        mse: Some(mse),
+                        vb: None,
+                    }
                 }
             }
         }
@@ -147,7 +174,12 @@ mod tests {
         let v = kl.into_data().to_vec::<f32>().unwrap();
         assert!(v.iter().all(|x| x.abs() < 1e-6), "{v:?}");
         // N(0,1) vs N(1, e^1): 0.5 * (1 - 0 + e^-1 + 1 * e^-1 - 1)
-        let kl = normal_kl(t4(vec![0.0], [1, 1, 1, 1], &d), t4(vec![0.0], [1, 1, 1, 1], &d), t4(vec![1.0], [1, 1, 1, 1], &d), t4(vec![1.0], [1, 1, 1, 1], &d));
+        let kl = normal_kl(
+            t4(vec![0.0], [1, 1, 1, 1], &d),
+            t4(vec![0.0], [1, 1, 1, 1], &d),
+            t4(vec![1.0], [1, 1, 1, 1], &d),
+            t4(vec![1.0], [1, 1, 1, 1], &d),
+        );
         let want = 0.5 * (1.0 + (-1.0f64).exp() + (-1.0f64).exp() - 1.0);
         assert!((kl.into_scalar::<f32>() as f64 - want).abs() < 1e-6);
     }
@@ -161,8 +193,18 @@ mod tests {
             let m = t4(vec![mean; 256], [1, 1, 1, 256], &d);
             let s = t4(vec![log_scale; 256], [1, 1, 1, 256], &d);
             let ll = discretized_gaussian_log_likelihood(x, m, s);
-            let p: f64 = ll.exp().into_data().to_vec::<f32>().unwrap().iter().map(|&v| v as f64).sum();
-            assert!((p - 1.0).abs() < 2e-3, "mean {mean} log_scale {log_scale}: total {p}");
+            let p: f64 = ll
+                .exp()
+                .into_data()
+                .to_vec::<f32>()
+                .unwrap()
+                .iter()
+                .map(|&v| v as f64)
+                .sum();
+            assert!(
+                (p - 1.0).abs() < 2e-3,
+                "mean {mean} log_scale {log_scale}: total {p}"
+            );
         }
     }
 }

@@ -82,7 +82,11 @@ impl GaussianDiffusion {
             .collect();
         let post_log: Vec<f64> = (0..n)
             .map(|i| {
-                let v = if i == 0 && n > 1 { post_var[1] } else { post_var[i] };
+                let v = if i == 0 && n > 1 {
+                    post_var[1]
+                } else {
+                    post_var[i]
+                };
                 v.max(1e-20).ln()
             })
             .collect();
@@ -181,7 +185,10 @@ impl GaussianDiffusion {
                 let logv = frac.clone() * max_log + frac.neg().add_scalar(1.0) * min_log;
                 (eps, logv)
             }
-            ModelVarType::FixedSmall => (model_out, coef(t, |i| self.posterior_log_variance_clipped[i], &dev)),
+            ModelVarType::FixedSmall => (
+                model_out,
+                coef(t, |i| self.posterior_log_variance_clipped[i], &dev),
+            ),
             ModelVarType::FixedLarge => {
                 let v = |i: usize| {
                     if i == 0 && self.num_steps() > 1 {

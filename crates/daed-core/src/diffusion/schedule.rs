@@ -109,7 +109,11 @@ impl ScheduleSpec {
 
 /// Betas from alpha-bar(t) = cos^2(((t/T + s)/(1 + s)) pi/2), clipped at `max_beta`.
 pub fn cosine_betas(steps: usize, s: f64, max_beta: f64) -> Vec<f64> {
-    let f = |t: f64| (((t / steps as f64) + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2).cos().powi(2);
+    let f = |t: f64| {
+        (((t / steps as f64) + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2)
+            .cos()
+            .powi(2)
+    };
     (0..steps)
         .map(|i| (1.0 - f(i as f64 + 1.0) / f(i as f64)).min(max_beta))
         .collect()
@@ -209,7 +213,11 @@ mod tests {
         assert!((b[999] - 0.02).abs() < 1e-15);
         assert!((b[500] - (1e-4 + (0.02 - 1e-4) * 500.0 / 999.0)).abs() < 1e-15);
         // T = 500 scales both ends by 2.
-        let b = ScheduleSpec { steps: 500, ..Default::default() }.betas();
+        let b = ScheduleSpec {
+            steps: 500,
+            ..Default::default()
+        }
+        .betas();
         assert!((b[0] - 2e-4).abs() < 1e-15 && (b[499] - 0.04).abs() < 1e-15);
     }
 
@@ -219,7 +227,11 @@ mod tests {
         assert!(b.iter().all(|&x| x > 0.0 && x <= 0.999));
         assert!((b[999] - 0.999).abs() < 1e-12, "last beta is clipped");
         // Not collapsed to zero at the start: beta_1 from the closed form.
-        let f = |t: f64| ((t / 1000.0 + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+        let f = |t: f64| {
+            ((t / 1000.0 + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2)
+                .cos()
+                .powi(2)
+        };
         assert!((b[0] - (1.0 - f(1.0) / f(0.0))).abs() < 1e-15);
         assert!(b[0] > 1e-5);
         let ab = alphas_cumprod(&b);

@@ -41,7 +41,11 @@ impl StepSampler {
             StepSamplerKind::LossSecondMoment => vec![Vec::new(); betas.len()],
             _ => Vec::new(),
         };
-        Self { kind, weights, history }
+        Self {
+            kind,
+            weights,
+            history,
+        }
     }
 
     /// The current probabilities p_t.

@@ -21,7 +21,12 @@ pub fn norm(channels: usize, device: &Device) -> GroupNorm {
 
 /// A 3x3 (or 1x1) same-padding convolution; `zero` gives a zero-initialised one.
 pub fn conv(cin: usize, cout: usize, k: usize, zero: bool, device: &Device) -> Conv2d {
-    let mut c = Conv2dConfig::new([cin, cout], [k, k]).with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2));
+    let mut c = Conv2dConfig::new([cin, cout], [k, k]).with_padding(PaddingConfig2d::Explicit(
+        k / 2,
+        k / 2,
+        k / 2,
+        k / 2,
+    ));
     if zero {
         c = c.with_initializer(Initializer::Zeros);
     }
@@ -51,7 +56,14 @@ pub struct ResBlock {
 
 impl ResBlock {
     /// A block from `cin` to `cout` channels.
-    pub fn new(cin: usize, cout: usize, emb: usize, dropout: f64, scale_shift: bool, device: &Device) -> Self {
+    pub fn new(
+        cin: usize,
+        cout: usize,
+        emb: usize,
+        dropout: f64,
+        scale_shift: bool,
+        device: &Device,
+    ) -> Self {
         let emb_out = if scale_shift { 2 * cout } else { cout };
         Self {
             in_norm: norm(cin, device),
@@ -119,15 +131,27 @@ impl AttentionBlock {
         let t = h * w;
         let nh = self.num_heads;
         let ch = c / nh;
-        let seq = self.norm.forward(x.clone()).reshape([b, c, t]).swap_dims(1, 2);
-        let qkv = self.qkv.forward(seq).reshape([b, t, nh, 3 * ch]).swap_dims(1, 2);
+        let seq = self
+            .norm
+            .forward(x.clone())
+            .reshape([b, c, t])
+            .swap_dims(1, 2);
+        let qkv = self
+            .qkv
+            .forward(seq)
+            .reshape([b, t, nh, 3 * ch])
+            .swap_dims(1, 2);
         let q = qkv.clone().narrow(3, 0, ch);
         let k = qkv.clone().narrow(3, ch, ch);
         let v = qkv.narrow(3, 2 * ch, ch);
         let scale = 1.0 / (ch as f64).sqrt();
         let weights = softmax(q.matmul(k.swap_dims(2, 3)).mul_scalar(scale), 3);
         let a = weights.matmul(v).swap_dims(1, 2).reshape([b, t, c]);
-        let out = self.proj_out.forward(a).swap_dims(1, 2).reshape([b, c, h, w]);
+        let out = self
+            .proj_out
+            .forward(a)
+            .swap_dims(1, 2)
+            .reshape([b, c, h, w]);
         x + out
     }
 }
@@ -170,7 +194,10 @@ impl Upsample {
     }
     /// [B, C, H, W] -> [B, C, out_h, out_w] (2H x 2W unless a skip needs another size).
     pub fn forward(&self, x: Tensor<4>, out_hw: [usize; 2]) -> Tensor<4> {
-        let up = interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(out_hw));
+        let up = interpolate(
+            x,
+            InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(out_hw),
+        );
         self.conv.forward(up)
     }
 }

@@ -111,7 +111,13 @@ pub struct Level {
 
 impl Level {
     fn empty() -> Self {
-        Self { conv: None, res: None, attn: None, down: None, up: None }
+        Self {
+            conv: None,
+            res: None,
+            attn: None,
+            down: None,
+            up: None,
+        }
     }
 }
 
@@ -142,22 +148,47 @@ pub struct UNet {
 
 impl UNet {
     /// Builds a U-Net for `channels`-channel images of `image_size` px with `out_channels` outputs.
-    pub fn new(cfg: &UNetConfig, channels: usize, image_size: usize, out_channels: usize, device: &Device) -> Result<Self> {
+    pub fn new(
+        cfg: &UNetConfig,
+        channels: usize,
+        image_size: usize,
+        out_channels: usize,
+        device: &Device,
+    ) -> Result<Self> {
         cfg.validate(image_size)?;
         let mc = cfg.model_channels;
         let emb = 4 * mc;
         let mults = cfg.mults(image_size);
-        let attn_ds: Vec<usize> = cfg.attention_resolutions.iter().map(|&r| image_size / r).collect();
-        let res = |cin, cout| ResBlock::new(cin, cout, emb, cfg.dropout, cfg.use_scale_shift_norm, device);
+        let attn_ds: Vec<usize> = cfg
+            .attention_resolutions
+            .iter()
+            .map(|&r| image_size / r)
+            .collect();
+        let res = |cin, cout| {
+            ResBlock::new(
+                cin,
+                cout,
+                emb,
+                cfg.dropout,
+                cfg.use_scale_shift_norm,
+                device,
+            )
+        };
         let attn = |ch| AttentionBlock::new(ch, cfg.num_heads, device);
 
-        let mut input_blocks = vec![Level { conv: Some(conv(channels, mc, 3, false, device)), ..Level::empty() }];
+        let mut input_blocks = vec![Level {
+            conv: Some(conv(channels, mc, 3, false, device)),
+            ..Level::empty()
+        }];
         let mut chans = vec![mc];
         let mut ch = mc;
         let mut ds = 1;
         for (level, &m) in mults.iter().enumerate() {
             for _ in 0..cfg.num_res_blocks {
-                let mut l = Level { res: Some(res(ch, m * mc)), ..Level::empty() };
+                let mut l = Level {
+                    res: Some(res(ch, m * mc)),
+                    ..Level::empty()
+                };
                 ch = m * mc;
                 if attn_ds.contains(&ds) {
                     l.attn = Some(attn(ch));
@@ -166,7 +197,10 @@ impl UNet {
                 chans.push(ch);
             }
             if level + 1 != mults.len() {
-                input_blocks.push(Level { down: Some(Downsample::new(ch, device)), ..Level::empty() });
+                input_blocks.push(Level {
+                    down: Some(Downsample::new(ch, device)),
+                    ..Level::empty()
+                });
                 chans.push(ch);
                 ds *= 2;
             }
@@ -178,7 +212,10 @@ impl UNet {
         for (level, &m) in mults.iter().enumerate().rev() {
             for i in 0..=cfg.num_res_blocks {
                 let skip = chans.pop().expect("one skip per encoder block");
-                let mut l = Level { res: Some(res(ch + skip, m * mc)), ..Level::empty() };
+                let mut l = Level {
+                    res: Some(res(ch + skip, m * mc)),
+                    ..Level::empty()
+                };
                 ch = m * mc;
                 if attn_ds.contains(&ds) {
                     l.attn = Some(attn(ch));
@@ -224,7 +261,10 @@ impl UNet {
     pub fn forward(&self, x: Tensor<4>, timesteps: &[f32]) -> Tensor<4> {
         let device = x.device();
         let emb = self.timestep_embedding(timesteps, &device);
-        let emb = silu(self.time_embed_2.forward(silu(self.time_embed_0.forward(emb))));
+        let emb = silu(
+            self.time_embed_2
+                .forward(silu(self.time_embed_0.forward(emb))),
+        );
         let mut h = x;
         let mut skips = Vec::with_capacity(self.input_blocks.len());
         for l in &self.input_blocks {
@@ -247,7 +287,13 @@ impl UNet {
         self.out_conv.forward(silu(self.out_norm.forward(h)))
     }
 
-    fn apply(&self, l: &Level, mut h: Tensor<4>, emb: &Tensor<2>, up_to: Option<[usize; 2]>) -> Tensor<4> {
+    fn apply(
+        &self,
+        l: &Level,
+        mut h: Tensor<4>,
+        emb: &Tensor<2>,
+        up_to: Option<[usize; 2]>,
+    ) -> Tensor<4> {
         if let Some(c) = &l.conv {
             h = c.forward(h);
         }
@@ -279,7 +325,12 @@ mod tests {
 
     fn shapes(size: usize, channels: usize, learn_sigma: bool) {
         let d = Device::default();
-        let cfg = UNetConfig { model_channels: 32, num_res_blocks: 1, attention_resolutions: vec![size / 2], ..Default::default() };
+        let cfg = UNetConfig {
+            model_channels: 32,
+            num_res_blocks: 1,
+            attention_resolutions: vec![size / 2],
+            ..Default::default()
+        };
         let out_c = if learn_sigma { 2 * channels } else { channels };
         let net = UNet::new(&cfg, channels, size, out_c, &d).unwrap();
         let x = Tensor::<4>::zeros([2, channels, size, size], &d);
@@ -297,8 +348,14 @@ mod tests {
 
     #[test]
     fn bad_heads_is_an_error_naming_the_key() {
-        let cfg = UNetConfig { model_channels: 64, num_heads: 3, ..Default::default() };
-        let e = UNet::new(&cfg, 1, 28, 1, &Device::default()).unwrap_err().to_string();
+        let cfg = UNetConfig {
+            model_channels: 64,
+            num_heads: 3,
+            ..Default::default()
+        };
+        let e = UNet::new(&cfg, 1, 28, 1, &Device::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("num_heads"), "{e}");
     }
 }

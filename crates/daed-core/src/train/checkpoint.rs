@@ -50,7 +50,10 @@ pub struct Checkpoint {
 }
 
 fn sha256_hex(b: &[u8]) -> String {
-    Sha256::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -61,11 +64,20 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Names of the tensor files.
-pub const FILES: [&str; 3] = ["model.safetensors", "ema.safetensors", "optimizer.safetensors"];
+pub const FILES: [&str; 3] = [
+    "model.safetensors",
+    "ema.safetensors",
+    "optimizer.safetensors",
+];
 
 /// Writes a checkpoint for `state.step` under `run_dir/checkpoints/`, keeps the newest `keep`
 /// (0 = all), and points `latest` at it. `tensors` holds the three files' arrays.
-pub fn save(run_dir: &Path, mut state: CheckpointState, tensors: [BTreeMap<String, NamedArray>; 3], keep: usize) -> Result<PathBuf> {
+pub fn save(
+    run_dir: &Path,
+    mut state: CheckpointState,
+    tensors: [BTreeMap<String, NamedArray>; 3],
+    keep: usize,
+) -> Result<PathBuf> {
     let root = run_dir.join("checkpoints");
     std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
     let name = format!("step_{:08}", state.step);
@@ -109,7 +121,12 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
     };
     let mut v: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("step_")))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("step_"))
+        })
         .collect();
     v.sort();
     Ok(v)
@@ -130,9 +147,12 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
             return Ok(dir);
         }
     }
-    list(path)?
-        .pop()
-        .ok_or_else(|| Error::ckpt(path, "not a checkpoint (no state.json) and no checkpoints/ inside"))
+    list(path)?.pop().ok_or_else(|| {
+        Error::ckpt(
+            path,
+            "not a checkpoint (no state.json) and no checkpoints/ inside",
+        )
+    })
 }
 
 impl Checkpoint {
@@ -141,9 +161,16 @@ impl Checkpoint {
         let dir = resolve(path)?;
         let sp = dir.join("state.json");
         let bytes = std::fs::read(&sp).map_err(|e| Error::io(&sp, e))?;
-        let state: CheckpointState = serde_json::from_slice(&bytes).map_err(|e| Error::ckpt(&sp, format!("bad state.json: {e}")))?;
+        let state: CheckpointState = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::ckpt(&sp, format!("bad state.json: {e}")))?;
         if state.format_version != FORMAT_VERSION {
-            return Err(Error::ckpt(&sp, format!("format version {} (this daed reads {FORMAT_VERSION})", state.format_version)));
+            return Err(Error::ckpt(
+                &sp,
+                format!(
+                    "format version {} (this daed reads {FORMAT_VERSION})",
+                    state.format_version
+                ),
+            ));
         }
         let config = ExperimentConfig::from_toml(&state.config_toml, &sp.display().to_string())?;
         Ok(Self { dir, state, config })
@@ -160,5 +187,27 @@ impl Checkpoint {
             }
         }
         Ok(parse_safetensors(&bytes, &p)?.0)
+    }
+}
+
+impl Checkpoint {
+    /// Builds the checkpoint's network on `device` (plain, for inference) with the EMA weights
+    /// (`ema = true`) or the raw ones, plus its diffusion process.
+    pub fn load_unet(
+        &self,
+        ema: bool,
+        device: &burn::tensor::Device,
+    ) -> Result<(crate::nn::UNet, crate::diffusion::GaussianDiffusion)> {
+        use burn::module::Module;
+        let cfg = &self.config;
+        let d = crate::diffusion::GaussianDiffusion::new(
+            &cfg.diffusion.schedule_spec(),
+            cfg.diffusion.var_type(),
+        )?;
+        let net = super::trainer::build_unet(cfg, &d, self.state.image_shape, device)?.valid();
+        let file = if ema { FILES[1] } else { FILES[0] };
+        let arrays = self.tensors(file)?;
+        let net = crate::tensor_io::load_module(net, &arrays, "", &self.dir.join(file))?;
+        Ok((net, d))
     }
 }

@@ -48,7 +48,13 @@ fn flat_grad(grads: &GradientsParams, id: ParamId, rank: usize, n: usize) -> Opt
 
 impl AdamW {
     /// One update of `module` with `grads` at learning rate `lr`; returns the gradient norm.
-    pub fn step<M: Module>(&mut self, module: M, grads: &GradientsParams, s: &AdamWSettings, lr: f64) -> Result<(M, f64)> {
+    pub fn step<M: Module>(
+        &mut self,
+        module: M,
+        grads: &GradientsParams,
+        s: &AdamWSettings,
+        lr: f64,
+    ) -> Result<(M, f64)> {
         let entries = params(&module);
         let mut flat: HashMap<ParamId, Tensor<1>> = HashMap::new();
         let mut sq: Option<Tensor<1>> = None;
@@ -89,7 +95,11 @@ impl AdamW {
                 None => g.square().mul_scalar(1.0 - s.beta2),
             };
             let denom = v.clone().div_scalar(bc2).sqrt().add_scalar(s.eps);
-            let p = if s.weight_decay > 0.0 { p.mul_scalar(1.0 - lr * s.weight_decay) } else { p };
+            let p = if s.weight_decay > 0.0 {
+                p.mul_scalar(1.0 - lr * s.weight_decay)
+            } else {
+                p
+            };
             let p = p - (m.clone() / denom).mul_scalar(step_size);
             m_map.insert(path.to_string(), m);
             v_map.insert(path.to_string(), v);
@@ -104,17 +114,31 @@ impl AdamW {
         for (prefix, map) in [("adam_m.", &self.m), ("adam_v.", &self.v)] {
             for (k, t) in map {
                 let data = to_vec(t.clone())?;
-                out.insert(format!("{prefix}{k}"), NamedArray { shape: vec![data.len()], data });
+                out.insert(
+                    format!("{prefix}{k}"),
+                    NamedArray {
+                        shape: vec![data.len()],
+                        data,
+                    },
+                );
             }
         }
         Ok(out)
     }
 
     /// Rebuilds the state from saved arrays on `device`.
-    pub fn from_arrays(t: u64, arrays: &BTreeMap<String, NamedArray>, device: &burn::tensor::Device) -> Self {
-        let mut s = AdamW { t, ..Default::default() };
+    pub fn from_arrays(
+        t: u64,
+        arrays: &BTreeMap<String, NamedArray>,
+        device: &burn::tensor::Device,
+    ) -> Self {
+        let mut s = AdamW {
+            t,
+            ..Default::default()
+        };
         for (k, a) in arrays {
-            let tensor = || Tensor::from_data(TensorData::new(a.data.clone(), [a.data.len()]), device);
+            let tensor =
+                || Tensor::from_data(TensorData::new(a.data.clone(), [a.data.len()]), device);
             if let Some(p) = k.strip_prefix("adam_m.") {
                 s.m.insert(p.to_string(), tensor());
             } else if let Some(p) = k.strip_prefix("adam_v.") {
@@ -127,7 +151,10 @@ impl AdamW {
 
 /// ema <- rate * ema + (1 - rate) * model, parameter by parameter (matched by path).
 pub fn ema_update<M: Module, E: Module>(ema: E, model: &M, rate: f64) -> E {
-    let mut src: HashMap<String, Tensor<1>> = params(model).into_iter().map(|p| (p.path, p.value)).collect();
+    let mut src: HashMap<String, Tensor<1>> = params(model)
+        .into_iter()
+        .map(|p| (p.path, p.value))
+        .collect();
     map_params(ema, &mut |path, _, e| {
         let p = src.remove(path)?;
         let p = p.to_device(&e.device());

@@ -60,17 +60,34 @@ pub fn load_data(cfg: &ExperimentConfig) -> Result<ImageSet> {
     spec.limit = d.limit;
     let set = daed_io::datasets::load(&spec)?;
     if set.is_empty() {
-        return Err(Error::Invalid(format!("data: dataset `{}` has no images", d.dataset)));
+        return Err(Error::Invalid(format!(
+            "data: dataset `{}` has no images",
+            d.dataset
+        )));
     }
     Ok(set)
 }
 
 /// Builds the U-Net a config describes for images of `shape` [C, H, W].
-pub fn build_unet(cfg: &ExperimentConfig, d: &GaussianDiffusion, shape: [usize; 3], device: &Device) -> Result<UNet> {
+pub fn build_unet(
+    cfg: &ExperimentConfig,
+    d: &GaussianDiffusion,
+    shape: [usize; 3],
+    device: &Device,
+) -> Result<UNet> {
     if shape[1] != shape[2] {
-        return Err(Error::Invalid(format!("images must be square, got {}x{}", shape[1], shape[2])));
+        return Err(Error::Invalid(format!(
+            "images must be square, got {}x{}",
+            shape[1], shape[2]
+        )));
     }
-    UNet::new(&cfg.unet, shape[0], shape[1], d.model_out_channels(shape[0]), device)
+    UNet::new(
+        &cfg.unet,
+        shape[0],
+        shape[1],
+        d.model_out_channels(shape[0]),
+        device,
+    )
 }
 
 /// A training run in progress.
@@ -99,9 +116,15 @@ impl Trainer {
     pub fn new(cfg: ExperimentConfig, data: ImageSet) -> Result<Self> {
         cfg.validate()?;
         let device = crate::device::resolve(&cfg.device)?.autodiff();
-        let diffusion = GaussianDiffusion::new(&cfg.diffusion.schedule_spec(), cfg.diffusion.var_type())?;
+        let diffusion =
+            GaussianDiffusion::new(&cfg.diffusion.schedule_spec(), cfg.diffusion.var_type())?;
         device.seed(cfg.train.seed);
-        let model = build_unet(&cfg, &diffusion, [data.channels, data.height, data.width], &device)?;
+        let model = build_unet(
+            &cfg,
+            &diffusion,
+            [data.channels, data.height, data.width],
+            &device,
+        )?;
         let ema = model.valid();
         let sampler = StepSampler::new(cfg.diffusion.step_sampler, &diffusion.betas);
         Ok(Self {
@@ -129,7 +152,10 @@ impl Trainer {
             ("diffusion", old.diffusion == cfg.diffusion),
             ("unet", old.unet == cfg.unet),
             ("train.seed", old.train.seed == cfg.train.seed),
-            ("train.batch_size", old.train.batch_size == cfg.train.batch_size),
+            (
+                "train.batch_size",
+                old.train.batch_size == cfg.train.batch_size,
+            ),
         ] {
             if !same {
                 return Err(Error::ckpt(&ck.dir, format!("the config's [{name}] differs from the checkpoint's: resume with the run's own config (saved as {})", ck.dir.join("state.json").display())));
@@ -138,7 +164,13 @@ impl Trainer {
         let mut t = Self::new(cfg, data)?;
         let shape = [t.data.channels, t.data.height, t.data.width];
         if ck.state.image_shape != shape {
-            return Err(Error::ckpt(&ck.dir, format!("made for images {:?}, the data has {:?}", ck.state.image_shape, shape)));
+            return Err(Error::ckpt(
+                &ck.dir,
+                format!(
+                    "made for images {:?}, the data has {:?}",
+                    ck.state.image_shape, shape
+                ),
+            ));
         }
         let model = ck.tensors(checkpoint::FILES[0])?;
         t.model = load_module(t.model, &model, "", &ck.dir.join(checkpoint::FILES[0]))?;
@@ -184,13 +216,22 @@ impl Trainer {
         let idx = self.batch_indices();
         let b = idx.len();
         let [c, h, w] = [self.data.channels, self.data.height, self.data.width];
-        let x0: Tensor<4> = Tensor::from_data(TensorData::new(self.data.to_f32(&idx), [b, c, h, w]), &self.device);
-        let (ts, ws) = self.sampler.sample(b, &mut Rng::for_step(seed, self.step, 0));
+        let x0: Tensor<4> = Tensor::from_data(
+            TensorData::new(self.data.to_f32(&idx), [b, c, h, w]),
+            &self.device,
+        );
+        let (ts, ws) = self
+            .sampler
+            .sample(b, &mut Rng::for_step(seed, self.step, 0));
         // Noise first, then dropout: both from the device RNG seeded for this step.
         let eps = noise([b, c, h, w], seed, self.step, 2, &self.device);
         let xt = self.diffusion.q_sample(x0.clone(), &ts, eps.clone());
-        let out = self.model.forward(xt.clone(), &self.diffusion.model_timesteps_f32(&ts));
-        let terms = self.diffusion.training_losses(self.cfg.diffusion.loss, out, x0, xt, &ts, eps);
+        let out = self
+            .model
+            .forward(xt.clone(), &self.diffusion.model_timesteps_f32(&ts));
+        let terms = self
+            .diffusion
+            .training_losses(self.cfg.diffusion.loss, out, x0, xt, &ts, eps);
         let wv: Vec<f32> = ws.iter().map(|&x| x as f32).collect();
         let wt: Tensor<1> = Tensor::from_data(TensorData::new(wv, [b]), &self.device);
         let per_sample = terms.loss.clone() * wt;
@@ -214,7 +255,8 @@ impl Trainer {
 
         let host = to_vec(per_sample.inner())?;
         let raw = to_vec(terms.loss.inner())?;
-        self.sampler.update(&ts, &raw.iter().map(|&x| x as f64).collect::<Vec<_>>());
+        self.sampler
+            .update(&ts, &raw.iter().map(|&x| x as f64).collect::<Vec<_>>());
         let mut quartiles = [(0.0, 0); 4];
         let tn = self.diffusion.num_steps();
         for (&t, &l) in ts.iter().zip(&host) {
@@ -223,7 +265,8 @@ impl Trainer {
             quartiles[q].1 += 1;
         }
         let mean = |t: Option<Tensor<1>>| -> Result<Option<f64>> {
-            t.map(|t| to_vec(t.inner().mean()).map(|v| v[0] as f64)).transpose()
+            t.map(|t| to_vec(t.inner().mean()).map(|v| v[0] as f64))
+                .transpose()
         };
         Ok(StepStats {
             loss: host.iter().map(|&x| x as f64).sum::<f64>() / b as f64,
@@ -248,20 +291,47 @@ impl Trainer {
             step_sampler: self.sampler.clone(),
             checksums: Default::default(),
         };
-        let tensors = [module_arrays(&self.model, "")?, module_arrays(&self.ema, "")?, self.opt.arrays()?];
-        checkpoint::save(&self.run_dir, state, tensors, self.cfg.train.keep_checkpoints)
+        let tensors = [
+            module_arrays(&self.model, "")?,
+            module_arrays(&self.ema, "")?,
+            self.opt.arrays()?,
+        ];
+        checkpoint::save(
+            &self.run_dir,
+            state,
+            tensors,
+            self.cfg.train.keep_checkpoints,
+        )
     }
 
     /// Samples a grid from the EMA weights into `samples/step_N.png`.
     pub fn write_grid(&self) -> Result<PathBuf> {
         let s = &self.cfg.sample;
         let n = s.n.min(64);
-        let opts = SampleOptions { respacing: s.respacing.clone(), ddim: s.ddim, eta: s.eta, clip_denoised: s.clip_denoised, seed: s.seed };
+        let opts = SampleOptions {
+            respacing: s.respacing.clone(),
+            ddim: s.ddim,
+            eta: s.eta,
+            clip_denoised: s.clip_denoised,
+            seed: s.seed,
+        };
         let shape = [self.data.channels, self.data.height, self.data.width];
         let inner = self.device.clone().inner();
-        let imgs = sample_images(&self.ema, &self.diffusion, shape, n, s.batch_size, &opts, &inner, &mut |_, _| {})?;
+        let imgs = sample_images(
+            &self.ema,
+            &self.diffusion,
+            shape,
+            n,
+            s.batch_size,
+            &opts,
+            &inner,
+            &mut |_, _| {},
+        )?;
         let set = ImageSet::from_f32(shape[0], shape[1], shape[2], &imgs);
-        let path = self.run_dir.join("samples").join(format!("step_{:08}.png", self.step));
+        let path = self
+            .run_dir
+            .join("samples")
+            .join(format!("step_{:08}.png", self.step));
         let ncol = (n as f64).sqrt().ceil() as usize;
         daed_io::grid::save_grid_png(&path, &set, ncol, 2)?;
         Ok(path)
@@ -270,9 +340,16 @@ impl Trainer {
     /// Trains until `train.steps`, logging, sampling and checkpointing on the way.
     pub fn run(&mut self, obs: &mut dyn Observer) -> Result<()> {
         std::fs::create_dir_all(&self.run_dir).map_err(|e| Error::io(&self.run_dir, e))?;
-        daed_io::atomic::write_atomic(self.run_dir.join("config.toml"), self.cfg.to_toml().as_bytes())?;
+        daed_io::atomic::write_atomic(
+            self.run_dir.join("config.toml"),
+            self.cfg.to_toml().as_bytes(),
+        )?;
         let log_path = self.run_dir.join("log.jsonl");
-        let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(|e| Error::io(&log_path, e))?;
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Error::io(&log_path, e))?;
         let t = self.cfg.train.clone();
         obs.start(self.step, t.steps);
         let mut acc: Vec<StepStats> = Vec::new();
@@ -309,22 +386,39 @@ fn log_line(step: u64, acc: &[StepStats], dt: f64, elapsed: f64) -> String {
     let n = acc.len().max(1) as f64;
     let mut o = serde_json::Map::new();
     o.insert("step".into(), step.into());
-    o.insert("loss".into(), (acc.iter().map(|s| s.loss).sum::<f64>() / n).into());
-    for (key, get) in [("mse", (|s: &StepStats| s.mse) as fn(&StepStats) -> Option<f64>), ("vb", |s: &StepStats| s.vb)] {
+    o.insert(
+        "loss".into(),
+        (acc.iter().map(|s| s.loss).sum::<f64>() / n).into(),
+    );
+    for (key, get) in [
+        (
+            "mse",
+            (|s: &StepStats| s.mse) as fn(&StepStats) -> Option<f64>,
+        ),
+        ("vb", |s: &StepStats| s.vb),
+    ] {
         let v: Vec<f64> = acc.iter().filter_map(get).collect();
         if !v.is_empty() {
             o.insert(key.into(), (v.iter().sum::<f64>() / v.len() as f64).into());
         }
     }
     for q in 0..4 {
-        let (s, c) = acc.iter().fold((0.0, 0), |(s, c), x| (s + x.quartiles[q].0, c + x.quartiles[q].1));
+        let (s, c) = acc.iter().fold((0.0, 0), |(s, c), x| {
+            (s + x.quartiles[q].0, c + x.quartiles[q].1)
+        });
         if c > 0 {
             o.insert(format!("loss_q{q}"), (s / c as f64).into());
         }
     }
-    o.insert("grad_norm".into(), (acc.iter().map(|s| s.grad_norm).sum::<f64>() / n).into());
+    o.insert(
+        "grad_norm".into(),
+        (acc.iter().map(|s| s.grad_norm).sum::<f64>() / n).into(),
+    );
     o.insert("lr".into(), acc.last().map(|s| s.lr).unwrap_or(0.0).into());
-    o.insert("steps_per_sec".into(), (acc.len() as f64 / dt.max(1e-9)).into());
+    o.insert(
+        "steps_per_sec".into(),
+        (acc.len() as f64 / dt.max(1e-9)).into(),
+    );
     o.insert("elapsed_s".into(), elapsed.into());
     serde_json::Value::Object(o).to_string()
 }

@@ -1,0 +1,67 @@
+//! Progress bars with ETA (indicatif) behind daed-core's observer.
+use daed_core::train::Observer;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A progress bar over `len` units.
+pub fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} [{elapsed_precise}<{eta_precise}, {per_sec}] {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    pb.set_prefix(what.to_string());
+    pb
+}
+
+/// Draws training progress: step, loss (running mean), ETA.
+pub struct TrainBar {
+    pb: Option<ProgressBar>,
+    ema_loss: Option<f64>,
+}
+
+impl TrainBar {
+    /// A bar created at `start`.
+    pub fn new() -> Self {
+        Self {
+            pb: None,
+            ema_loss: None,
+        }
+    }
+}
+
+impl Observer for TrainBar {
+    fn start(&mut self, step: u64, total: u64) {
+        let pb = bar(total, "train");
+        pb.set_position(step);
+        pb.reset_eta();
+        self.pb = Some(pb);
+    }
+    fn step(&mut self, step: u64, loss: f64) {
+        let l = match self.ema_loss {
+            Some(e) => 0.95 * e + 0.05 * loss,
+            None => loss,
+        };
+        self.ema_loss = Some(l);
+        if let Some(pb) = &self.pb {
+            pb.set_position(step);
+            pb.set_message(format!("loss {l:.4}"));
+        }
+    }
+    fn message(&mut self, msg: &str) {
+        match &self.pb {
+            Some(pb) => pb.println(msg),
+            None => eprintln!("{msg}"),
+        }
+    }
+}
+
+impl Drop for TrainBar {
+    fn drop(&mut self) {
+        if let Some(pb) = &self.pb {
+            pb.finish();
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! `daed sample`: images from a checkpoint as a PNG grid and a guided-diffusion `.npz`.
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Args;
+use daed_core::sample::{sample_images, SampleOptions};
+use daed_core::train::Checkpoint;
+use daed_io::images::ImageSet;
+use daed_io::npz::{write_npz, NpyArray, NpyData};
+
+use crate::progress::bar;
+
+#[derive(Args)]
+pub struct SampleArgs {
+    /// A checkpoint directory, or a run directory (its latest checkpoint).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Number of images.
+    #[arg(long, default_value_t = 64)]
+    n: usize,
+    /// Sampling steps (respacing); default: every step of the model.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// DDIM updates (deterministic with --eta 0).
+    #[arg(long)]
+    ddim: bool,
+    /// DDIM eta.
+    #[arg(long, default_value_t = 0.0)]
+    eta: f64,
+    /// Use the raw weights instead of the EMA.
+    #[arg(long)]
+    no_ema: bool,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Device (auto, flex, torch, cuda).
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Output directory (default: CHECKPOINT/samples).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(a: SampleArgs) -> Result<()> {
+    if a.n == 0 || a.batch_size == 0 {
+        anyhow::bail!("--n and --batch-size must be at least 1");
+    }
+    let ck = Checkpoint::open(&a.checkpoint)?;
+    let device = daed_core::device::resolve(&a.device)?;
+    let (net, diffusion) = ck.load_unet(!a.no_ema, &device)?;
+    let respacing = match a.steps {
+        Some(s) if a.ddim => format!("ddim{s}"),
+        Some(s) => s.to_string(),
+        None => String::new(),
+    };
+    let opts = SampleOptions {
+        respacing,
+        ddim: a.ddim,
+        eta: a.eta,
+        clip_denoised: true,
+        seed: a.seed,
+    };
+    let shape = ck.state.image_shape;
+    let start = Instant::now();
+    let mut pb: Option<indicatif::ProgressBar> = None;
+    let imgs = sample_images(
+        &net,
+        &diffusion,
+        shape,
+        a.n,
+        a.batch_size,
+        &opts,
+        &device,
+        &mut |k, total| {
+            let p = pb.get_or_insert_with(|| bar(total as u64, "sample"));
+            p.set_position(k as u64);
+        },
+    )?;
+    if let Some(p) = pb {
+        p.finish();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let set = ImageSet::from_f32(shape[0], shape[1], shape[2], &imgs);
+    let out = a.out.unwrap_or_else(|| ck.dir.join("samples"));
+    let tag = format!(
+        "n{}_{}{}_seed{}",
+        a.n,
+        if a.ddim { "ddim" } else { "ancestral" },
+        a.steps.map(|s| s.to_string()).unwrap_or_default(),
+        a.seed
+    );
+    let png = out.join(format!("{tag}.png"));
+    let ncol = (a.n.min(256) as f64).sqrt().ceil() as usize;
+    daed_io::grid::save_grid_png(&png, &set.take(a.n.min(256)), ncol, 2)?;
+    let npz = out.join(format!("{tag}.npz"));
+    let arr = NpyArray {
+        shape: vec![set.len(), shape[1], shape[2], shape[0]],
+        data: NpyData::U8(set.to_nhwc_u8()),
+    };
+    write_npz(&npz, &[("arr_0", &arr)])?;
+    println!(
+        "{} images in {secs:.1} s ({} steps from step {} of the model)",
+        a.n,
+        if opts.respacing.is_empty() {
+            diffusion.num_steps().to_string()
+        } else {
+            opts.respacing.clone()
+        },
+        ck.state.step
+    );
+    println!("grid: {}", png.display());
+    println!("npz:  {} (arr_0: uint8 NHWC)", npz.display());
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! `daed train` and `daed demo`.
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use daed_core::config::ExperimentConfig;
+use daed_core::train::trainer::load_data;
+use daed_core::train::Trainer;
+
+use crate::progress::TrainBar;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The experiment's TOML config.
+    #[arg(long)]
+    config: PathBuf,
+    /// Resume: `latest` (this run's newest checkpoint) or a checkpoint / run directory.
+    #[arg(long)]
+    resume: Option<String>,
+    /// Override train.steps.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Override the device (auto, flex, torch, cuda, cuda:N).
+    #[arg(long)]
+    device: Option<String>,
+    /// Override the run directory (train.out_dir).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override the data path (data.path).
+    #[arg(long)]
+    data: Option<PathBuf>,
+}
+
+pub fn run(a: TrainArgs) -> Result<()> {
+    let mut cfg = ExperimentConfig::load(&a.config)?;
+    if let Some(s) = a.steps {
+        cfg.train.steps = s;
+    }
+    if let Some(d) = a.device {
+        cfg.device = d;
+    }
+    if let Some(o) = a.out {
+        cfg.train.out_dir = Some(o);
+    }
+    if let Some(p) = a.data {
+        cfg.data.path = Some(p);
+    }
+    cfg.validate()?;
+    train_config(cfg, a.resume.as_deref())
+}
+
+fn train_config(cfg: ExperimentConfig, resume: Option<&str>) -> Result<()> {
+    let data = load_data(&cfg).context("loading the training data")?;
+    eprintln!(
+        "data: {} ({} images, {}x{}x{})",
+        cfg.data.dataset,
+        data.len(),
+        data.channels,
+        data.height,
+        data.width
+    );
+    let run_dir = cfg.run_dir();
+    let mut t = match resume {
+        Some("latest") => Trainer::resume(cfg, data, &run_dir)?,
+        Some(p) => Trainer::resume(cfg, data, std::path::Path::new(p))?,
+        None => {
+            if daed_core::train::checkpoint::list(&run_dir)?
+                .last()
+                .is_some()
+            {
+                anyhow::bail!(
+                    "{} already holds checkpoints: pass --resume latest to continue, or --out DIR for a new run",
+                    run_dir.display()
+                );
+            }
+            Trainer::new(cfg, data)?
+        }
+    };
+    eprintln!(
+        "model: U-Net with {} parameters; run dir {}; starting at step {}",
+        t.model.param_count(),
+        t.run_dir.display(),
+        t.step
+    );
+    let start = Instant::now();
+    let first = t.step;
+    t.run(&mut TrainBar::new())?;
+    let secs = start.elapsed().as_secs_f64();
+    let done = t.step - first;
+    println!(
+        "trained {done} steps in {secs:.1} s ({:.2} steps/s); outputs in {}",
+        done as f64 / secs.max(1e-9),
+        t.run_dir.display()
+    );
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Where to write the run.
+    #[arg(long, default_value = "runs/demo")]
+    out: PathBuf,
+    /// Training steps (the default takes a few minutes on 2 cores).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Device (auto, flex, torch, cuda).
+    #[arg(long)]
+    device: Option<String>,
+}
+
+/// The tiny preset, compiled in so the demo needs no files.
+const DEMO_CONFIG: &str = include_str!("../../../configs/demo.toml");
+
+pub fn demo(a: DemoArgs) -> Result<()> {
+    let mut cfg = ExperimentConfig::from_toml(DEMO_CONFIG, "configs/demo.toml")?;
+    cfg.train.out_dir = Some(a.out.clone());
+    if let Some(s) = a.steps {
+        cfg.train.steps = s;
+    }
+    if let Some(d) = a.device {
+        cfg.device = d;
+    }
+    if a.out.join("checkpoints").exists() {
+        std::fs::remove_dir_all(a.out.join("checkpoints"))
+            .with_context(|| format!("clearing {}", a.out.display()))?;
+    }
+    train_config(cfg, None)?;
+    let grids = a.out.join("samples");
+    let mut pngs: Vec<_> = std::fs::read_dir(&grids)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    pngs.sort();
+    if let Some(p) = pngs.last() {
+        println!("sample grid: {}", p.display());
+    }
+    println!("log: {}", a.out.join("log.jsonl").display());
+    println!(
+        "checkpoint: {} (try `daed sample --checkpoint {}`)",
+        a.out.join("checkpoints").display(),
+        a.out.display()
+    );
+    Ok(())
+}
