@@ -4,7 +4,8 @@
 //!
 //! MAE is reported on the [0, 1] pixel scale, i.e. `mean |a - b| / 2` for images in [-1, 1], so the
 //! paper's 0.1 threshold reads "10% of the pixel range". MS-SSIM uses [`MsSsimOptions::default`]
-//! (data_range 2 on [-1, 1], with the small-image adaptation of [`crate::ssim::ms_ssim_plan`]).
+//! (data_range 2, data_min -1: the standard MS-SSIM of the images mapped to [0, 1], with the
+//! small-image adaptation of [`crate::ssim::ms_ssim_plan`]).
 
 use crate::error::{invalid, Result};
 use crate::ssim::{batch_mean_std, ms_ssim, MsSsimOptions};
@@ -138,7 +139,7 @@ pub fn recon_csv(points: &[ReconPoint]) -> String {
         }
     }
     format!(
-        "# mae on [0,1] pixel scale (|x0 - recon| / 2 for images in [-1,1]); ms-ssim with data_range 2 on [-1,1]\n{}",
+        "# mae on [0,1] pixel scale (|x0 - recon| / 2 for images in [-1,1]); ms-ssim of the images on [0,1] (data_range 1)\n{}",
         table.to_csv()
     )
 }

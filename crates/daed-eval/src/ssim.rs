@@ -4,6 +4,12 @@
 //! computed in `f64`. The Gaussian window is separable and applied as a "valid" convolution (no
 //! padding); local statistics use `sigma^2 = E[x^2] - mu^2`; the SSIM and contrast-structure (cs)
 //! maps are averaged per channel, then over channels. Non-finite pixels propagate to a NaN result.
+//!
+//! SSIM's luminance term `(2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1)` assumes non-negative
+//! intensities and is not shift-invariant: on zero-centred data it is hypersensitive wherever the
+//! local means are near 0. So pixels are first shifted by `-data_min` onto `[0, data_range]`
+//! ([`SsimOptions::data_min`], -1 by default): with the defaults, SSIM of [-1, 1] images equals
+//! pytorch-msssim's `ssim(x01, y01, data_range=1)` of the same images mapped to [0, 1].
 
 use crate::error::{invalid, Result};
 use crate::stats::mean_std;
@@ -19,6 +25,9 @@ pub const MIN_ADAPTED_WINDOW: usize = 5;
 pub struct SsimOptions {
     /// Dynamic range L of the pixel values (2.0 for images in [-1, 1]).
     pub data_range: f64,
+    /// The value of black: pixels are shifted by `-data_min` onto `[0, data_range]` before anything
+    /// else (-1.0 for images in [-1, 1]; 0.0 reproduces pytorch-msssim on the raw values).
+    pub data_min: f64,
     /// Gaussian window size in pixels (odd).
     pub win_size: usize,
     /// Gaussian window standard deviation in pixels.
@@ -30,10 +39,12 @@ pub struct SsimOptions {
 }
 
 impl Default for SsimOptions {
-    /// data_range 2.0 (images in [-1, 1]), an 11-px window with sigma 1.5, K1 0.01, K2 0.03.
+    /// Images in [-1, 1] (data_range 2.0, data_min -1.0), an 11-px window with sigma 1.5, K1 0.01,
+    /// K2 0.03.
     fn default() -> Self {
         SsimOptions {
             data_range: 2.0,
+            data_min: -1.0,
             win_size: 11,
             sigma: 1.5,
             k1: 0.01,
@@ -78,6 +89,9 @@ fn check_options(o: &SsimOptions) -> Result<()> {
             "SSIM data_range must be > 0, got {}",
             o.data_range
         ));
+    }
+    if !o.data_min.is_finite() {
+        return Err(invalid!("SSIM data_min must be finite, got {}", o.data_min));
     }
     if o.win_size == 0 || o.win_size % 2 == 0 {
         return Err(invalid!("SSIM window size must be odd, got {}", o.win_size));
@@ -178,8 +192,9 @@ pub(crate) fn ssim_and_cs(
     (ssim_pc, cs_pc)
 }
 
-fn to_f64(x: &[f32]) -> Vec<f64> {
-    x.iter().map(|&v| v as f64).collect()
+/// The pixels as f64, shifted by `-data_min` onto `[0, data_range]`.
+fn to_f64(x: &[f32], o: &SsimOptions) -> Vec<f64> {
+    x.iter().map(|&v| v as f64 - o.data_min).collect()
 }
 
 /// SSIM of one `c x h x w` image pair: mean SSIM map per channel, then the mean over channels.
@@ -194,7 +209,7 @@ pub fn ssim(a: &[f32], b: &[f32], c: usize, h: usize, w: usize, opts: &SsimOptio
         ));
     }
     let win = gaussian_window(opts.win_size, opts.sigma);
-    let (s, _) = ssim_and_cs(&to_f64(a), &to_f64(b), (c, h, w), &win, opts);
+    let (s, _) = ssim_and_cs(&to_f64(a, opts), &to_f64(b, opts), (c, h, w), &win, opts);
     Ok(s.iter().sum::<f64>() / c as f64)
 }
 
@@ -297,7 +312,7 @@ pub fn ms_ssim(
     check_pair(a, b, c, h, w)?;
     let plan = ms_ssim_plan(h, w, opts)?;
     let win = gaussian_window(plan.win_size, opts.ssim.sigma);
-    let (mut x, mut y, mut hh, mut ww) = (to_f64(a), to_f64(b), h, w);
+    let (mut x, mut y, mut hh, mut ww) = (to_f64(a, &opts.ssim), to_f64(b, &opts.ssim), h, w);
     let mut prod = vec![1.0; c];
     for (level, wt) in plan.weights.iter().enumerate() {
         let (s, cs) = ssim_and_cs(&x, &y, (c, hh, ww), &win, &opts.ssim);

@@ -80,7 +80,7 @@ fn outputs_csv_png_and_summary() {
     ];
     let csv = recon_csv(&pts);
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "# mae on [0,1] pixel scale (|x0 - recon| / 2 for images in [-1,1]); ms-ssim with data_range 2 on [-1,1]");
+    assert_eq!(lines[0], "# mae on [0,1] pixel scale (|x0 - recon| / 2 for images in [-1,1]); ms-ssim of the images on [0,1] (data_range 1)");
     assert_eq!(
         lines[1],
         "dataset,t,mae_mean,mae_std,msssim_mean,msssim_std"

@@ -49,7 +49,7 @@ fn naive_ssim(a: &[f32], b: &[f32], c: usize, h: usize, w: usize, o: &SsimOption
     let (c1, c2) = ((o.k1 * o.data_range).powi(2), (o.k2 * o.data_range).powi(2));
     let mut total = 0.0;
     for ch in 0..c {
-        let px = |v: &[f32], i: usize, j: usize| v[ch * h * w + i * w + j] as f64;
+        let px = |v: &[f32], i: usize, j: usize| v[ch * h * w + i * w + j] as f64 - o.data_min;
         let mut sum = 0.0;
         let mut count = 0;
         for i0 in 0..=h - k {
@@ -102,6 +102,7 @@ fn ssim_matches_naive_per_window_computation() {
             win_size: 7,
             sigma: 1.0,
             data_range: 1.0,
+            data_min: 0.0,
             ..SsimOptions::default()
         };
         let (a, b) = (rng.image(c * 13 * 17), rng.image(c * 13 * 17));
@@ -112,11 +113,48 @@ fn ssim_matches_naive_per_window_computation() {
 }
 
 #[test]
+fn default_options_equal_the_standard_on_unit_range_images() {
+    // [-1, 1] with the defaults == [0, 1] with data_range 1, no shift == [0, 255] with range 255.
+    let mut rng = Rng::new(8);
+    let (x, y) = (rng.smooth_image(3, 32, 32), rng.image(3 * 32 * 32));
+    let y: Vec<f32> = x.iter().zip(&y).map(|(a, b)| 0.7 * a + 0.3 * b).collect();
+    let unit = |v: &[f32], k: f32| v.iter().map(|p| (p + 1.0) / 2.0 * k).collect::<Vec<f32>>();
+    let raw = |range: f64| SsimOptions {
+        data_range: range,
+        data_min: 0.0,
+        ..SsimOptions::default()
+    };
+    let d = SsimOptions::default();
+    let s = ssim(&x, &y, 3, 32, 32, &d).unwrap();
+    let s01 = ssim(&unit(&x, 1.0), &unit(&y, 1.0), 3, 32, 32, &raw(1.0)).unwrap();
+    let s255 = ssim(&unit(&x, 255.0), &unit(&y, 255.0), 3, 32, 32, &raw(255.0)).unwrap();
+    assert!(
+        (s - s01).abs() < 1e-6 && (s - s255).abs() < 1e-6,
+        "{s} {s01} {s255}"
+    );
+    let ms = |o: SsimOptions| MsSsimOptions {
+        ssim: o,
+        scales: None,
+    };
+    let m = ms_ssim(&x, &y, 3, 32, 32, &ms(d.clone())).unwrap();
+    let m01 = ms_ssim(&unit(&x, 1.0), &unit(&y, 1.0), 3, 32, 32, &ms(raw(1.0))).unwrap();
+    assert!((m - m01).abs() < 1e-6, "{m} {m01}");
+    // A small brightness shift of a mid-grey image barely matters once shifted to [0, 2]; on the
+    // raw zero-centred values the luminance term collapses.
+    let z = rng.image(28 * 28);
+    let zs: Vec<f32> = z.iter().map(|v| v + 0.15).collect();
+    let shifted = ssim(&z, &zs, 1, 28, 28, &d).unwrap();
+    let centred = ssim(&z, &zs, 1, 28, 28, &raw(2.0)).unwrap();
+    assert!(shifted > 0.98 && centred < 0.5, "{shifted} {centred}");
+}
+
+#[test]
 fn ssim_hand_checked_constant_images_and_symmetry() {
-    // Constant images: all variances are 0 so cs = C2 / C2 = 1; the luminance term is exact.
+    // Constant images: all variances are 0 so cs = C2 / C2 = 1; the luminance term is exact on the
+    // values shifted to [0, 2] (0.5 -> 1.5, -0.5 -> 0.5).
     let (a, b) = (vec![0.5f32; 12 * 12], vec![-0.5f32; 12 * 12]);
     let c1 = (0.01f64 * 2.0).powi(2);
-    let want = (2.0 * 0.5 * -0.5 + c1) / (0.25 + 0.25 + c1);
+    let want = (2.0 * 1.5 * 0.5 + c1) / (2.25 + 0.25 + c1);
     let v = ssim(&a, &b, 1, 12, 12, &SsimOptions::default()).unwrap();
     assert!((v - want).abs() < 1e-12, "{v} vs {want}");
     // Symmetry on random images.

@@ -219,3 +219,74 @@ pub fn coef(t: &[usize], f: impl Fn(usize) -> f64, device: &Device) -> Tensor<4>
     let v: Vec<f32> = t.iter().map(|&i| f(i) as f32).collect();
     Tensor::from_data(TensorData::new(v, [t.len(), 1, 1, 1]), device)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::BetaSchedule;
+
+    fn vals(t: Tensor<4>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    }
+
+    fn diffusion(var: ModelVarType) -> GaussianDiffusion {
+        let spec = ScheduleSpec {
+            kind: BetaSchedule::Linear,
+            steps: 50,
+            ..Default::default()
+        };
+        GaussianDiffusion::new(&spec, var).unwrap()
+    }
+
+    #[test]
+    fn q_sample_and_posterior_match_closed_forms() {
+        let d = diffusion(ModelVarType::FixedSmall);
+        let dev = Device::default();
+        let x0 = Tensor::<4>::from_data(TensorData::new(vec![0.5f32, -0.25], [2, 1, 1, 1]), &dev);
+        let eps = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, -2.0], [2, 1, 1, 1]), &dev);
+        let t = [0usize, 30];
+        let xt = vals(d.q_sample(x0.clone(), &t, eps.clone()));
+        for (k, &ti) in t.iter().enumerate() {
+            let ab: f64 = (0..=ti).map(|i| 1.0 - d.betas[i]).product();
+            let want = ab.sqrt() * [0.5, -0.25][k] + (1.0 - ab).sqrt() * [1.0, -2.0][k];
+            assert!((xt[k] as f64 - want).abs() < 1e-6);
+        }
+        // Posterior mean from eq. 3 with the betas directly.
+        let xt_t = Tensor::<4>::from_data(TensorData::new(xt.clone(), [2, 1, 1, 1]), &dev);
+        let (mean, logv) = d.q_posterior(x0.clone(), xt_t.clone(), &t);
+        let (mean, logv) = (vals(mean), vals(logv));
+        let ti = 30;
+        let ab: f64 = (0..=ti).map(|i| 1.0 - d.betas[i]).product();
+        let ab_prev = ab / (1.0 - d.betas[ti]);
+        let b = d.betas[ti];
+        let want = ab_prev.sqrt() * b / (1.0 - ab) * -0.25
+            + (1.0 - b).sqrt() * (1.0 - ab_prev) / (1.0 - ab) * xt[1] as f64;
+        assert!((mean[1] as f64 - want).abs() < 1e-6);
+        let var = (1.0 - ab_prev) / (1.0 - ab) * b;
+        assert!((logv[1] as f64 - var.ln()).abs() < 1e-5);
+        // At the first step the posterior mean is x0 (coef2 = 0) and the log variance is clipped.
+        assert!((mean[0] - 0.5).abs() < 1e-6);
+        assert!((logv[0] as f64 - d.posterior_variance[1].ln()).abs() < 1e-5);
+        // The oracle epsilon recovers x0 exactly.
+        let x0_hat = vals(d.predict_xstart_from_eps(xt_t.clone(), &t, eps.clone()));
+        assert!((x0_hat[0] - 0.5).abs() < 1e-5 && (x0_hat[1] + 0.25).abs() < 1e-5);
+        let eps_hat = vals(d.predict_eps_from_xstart(xt_t, &t, x0));
+        assert!((eps_hat[0] - 1.0).abs() < 1e-4 && (eps_hat[1] + 2.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn learned_range_interpolates_between_the_fixed_variances() {
+        let d = diffusion(ModelVarType::LearnedRange);
+        let dev = Device::default();
+        let xt = Tensor::<4>::zeros([1, 1, 1, 1], &dev);
+        for (v, want) in [
+            (-1.0f32, d.posterior_log_variance_clipped[20]),
+            (1.0, d.betas[20].ln()),
+        ] {
+            let out = Tensor::<4>::from_data(TensorData::new(vec![0.0f32, v], [1, 2, 1, 1]), &dev);
+            let pm = d.p_mean_variance(out, xt.clone(), &[20], true);
+            assert!((vals(pm.log_variance)[0] as f64 - want).abs() < 1e-5);
+        }
+        assert_eq!(d.model_out_channels(3), 6);
+    }
+}
