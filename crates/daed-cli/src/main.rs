@@ -1,6 +1,7 @@
 //! `daed`: train, sample and analyse diffusion models (DDGM and DAED) from the command line.
 //!
 //! A thin layer: it parses arguments and configs, calls daed-core, and prints what it returns.
+mod analyze;
 mod data;
 mod progress;
 mod sample;
@@ -24,6 +25,9 @@ enum Cmd {
     Sample(sample::SampleArgs),
     /// Train a tiny model on the embedded Fashion-MNIST subset and sample a grid (a few minutes).
     Demo(train::DemoArgs),
+    /// Analyses of where a DDGM switches from generating to denoising.
+    #[command(subcommand)]
+    Analyze(analyze::AnalyzeCmd),
     /// Datasets: download, inspect.
     #[command(subcommand)]
     Data(data::DataCmd),
@@ -36,6 +40,7 @@ fn main() {
         Cmd::Sample(a) => sample::run(a),
         Cmd::Demo(a) => train::demo(a),
         Cmd::Data(c) => data::run(c),
+        Cmd::Analyze(c) => analyze::run(c),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -94,8 +94,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
         a.seed
     );
     let png = out.join(format!("{tag}.png"));
-    let ncol = (a.n.min(256) as f64).sqrt().ceil() as usize;
-    daed_io::grid::save_grid_png(&png, &set.take(a.n.min(256)), ncol, 2)?;
+    daed_core::train::trainer::save_grid(&png, &set.take(a.n.min(256)))?;
     let npz = out.join(format!("{tag}.npz"));
     let arr = NpyArray {
         shape: vec![set.len(), shape[1], shape[2], shape[0]],

@@ -98,8 +98,6 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Write a sample grid every N steps (0 = only at the end).
     pub sample_every: u64,
-    /// Record the per-step VLB on a fixed batch every N steps (0 = off; Figure 13).
-    pub dynamics_every: u64,
     /// Output directory of the run (default runs/<name>).
     pub out_dir: Option<PathBuf>,
 }
@@ -183,7 +181,6 @@ impl Default for TrainConfig {
             checkpoint_every: 1000,
             keep_checkpoints: 3,
             sample_every: 0,
-            dynamics_every: 0,
             out_dir: None,
         }
     }

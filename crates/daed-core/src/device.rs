@@ -5,7 +5,8 @@ use crate::{Error, Result};
 
 /// Names of the devices this build can use, for help texts.
 pub fn available() -> Vec<&'static str> {
-    let mut v = Vec::new();
+    #[allow(unused_mut, clippy::vec_init_then_push)]
+    let mut v: Vec<&'static str> = Vec::new();
     #[cfg(feature = "flex")]
     v.push("flex");
     #[cfg(feature = "torch")]

@@ -31,6 +31,9 @@ pub enum Error {
     /// A dataset or file-format error from daed-io.
     #[error(transparent)]
     Data(#[from] daed_io::error::Error),
+    /// An error from the metric and analysis kernels.
+    #[error(transparent)]
+    Eval(#[from] daed_eval::Error),
     /// A value given by the caller is not acceptable.
     #[error("{0}")]
     Invalid(String),

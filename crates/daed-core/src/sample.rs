@@ -3,7 +3,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 use crate::diffusion::schedule::space_timesteps;
 use crate::diffusion::GaussianDiffusion;
-use crate::nn::UNet;
+use crate::nn::EpsModel;
 use crate::rng::mix;
 use crate::Result;
 
@@ -39,7 +39,7 @@ pub fn noise(shape: [usize; 4], seed: u64, a: u64, b: u64, device: &Device) -> T
 
 /// One backward step from step index `t` (same for the whole batch).
 pub fn p_step(
-    model: &UNet,
+    model: &dyn EpsModel,
     d: &GaussianDiffusion,
     x: Tensor<4>,
     t: usize,
@@ -49,7 +49,7 @@ pub fn p_step(
     let b = x.dims()[0];
     let ts = vec![t; b];
     let tt: Vec<f32> = vec![d.timestep_map[t] as f32; b];
-    let out = model.forward(x.clone(), &tt);
+    let out = model.predict(x.clone(), &tt);
     let pm = d.p_mean_variance(out, x.clone(), &ts, opts.clip_denoised);
     if opts.ddim {
         let eps = d.predict_eps_from_xstart(x, &ts, pm.pred_xstart.clone());
@@ -73,7 +73,7 @@ pub fn p_step(
 /// Runs the backward process from `x` at step index `from` (inclusive) down to x0.
 /// `batch_id` keys the noise so separate batches get separate noise.
 pub fn p_sample_loop_from(
-    model: &UNet,
+    model: &dyn EpsModel,
     d: &GaussianDiffusion,
     mut x: Tensor<4>,
     from: usize,
@@ -99,7 +99,7 @@ pub fn p_sample_loop_from(
 /// Draws `n` images [n, C, H, W] in [-1, 1] (batches of `batch`), from pure noise.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_images(
-    model: &UNet,
+    model: &dyn EpsModel,
     base: &GaussianDiffusion,
     shape: [usize; 3],
     n: usize,

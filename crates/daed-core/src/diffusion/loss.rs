@@ -171,7 +171,7 @@ mod tests {
         let m = t4(vec![0.3, -0.2, 1.0, 0.0], [1, 1, 2, 2], &d);
         let lv = t4(vec![-1.0, 0.5, 0.0, -3.0], [1, 1, 2, 2], &d);
         let kl = normal_kl(m.clone(), lv.clone(), m.clone(), lv.clone());
-        let v = kl.into_data().to_vec::<f32>().unwrap();
+        let v = kl.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         assert!(v.iter().all(|x| x.abs() < 1e-6), "{v:?}");
         // N(0,1) vs N(1, e^1): 0.5 * (1 - 0 + e^-1 + 1 * e^-1 - 1)
         let kl = normal_kl(
@@ -196,7 +196,8 @@ mod tests {
             let p: f64 = ll
                 .exp()
                 .into_data()
-                .to_vec::<f32>()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
                 .unwrap()
                 .iter()
                 .map(|&v| v as f64)

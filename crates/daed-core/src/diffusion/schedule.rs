@@ -71,7 +71,7 @@ impl ScheduleSpec {
         }
         if self.kind == BetaSchedule::Linear {
             let (a, b) = self.linear_ends();
-            if !(a > 0.0 && a < 1.0) || !(b > 0.0 && b < 1.0) {
+            if !(a > 0.0 && a < 1.0 && b > 0.0 && b < 1.0) {
                 return Err(Error::Invalid(format!(
                     "diffusion.beta_start/beta_end must give betas in (0, 1); got {a} and {b} after scaling"
                 )));

@@ -3,3 +3,18 @@ pub mod blocks;
 pub mod unet;
 
 pub use unet::{UNet, UNetConfig};
+
+use burn::tensor::Tensor;
+
+/// Anything that predicts the model output (epsilon, plus the variance channels when learned)
+/// from x_t and the original timesteps: the U-Net, or an oracle in tests.
+pub trait EpsModel {
+    /// [B, C, H, W] and B timesteps -> the raw model output.
+    fn predict(&self, x: Tensor<4>, timesteps: &[f32]) -> Tensor<4>;
+}
+
+impl EpsModel for UNet {
+    fn predict(&self, x: Tensor<4>, timesteps: &[f32]) -> Tensor<4> {
+        self.forward(x, timesteps)
+    }
+}

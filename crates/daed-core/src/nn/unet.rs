@@ -75,7 +75,7 @@ impl UNetConfig {
             return bad("num_heads must be at least 1".into());
         }
         let mults = self.mults(image_size);
-        if mults.iter().any(|&m| m == 0) {
+        if mults.contains(&0) {
             return bad("channel_mult entries must be positive".into());
         }
         for &m in mults.iter().chain(std::iter::once(&mults[mults.len() - 1])) {

@@ -332,8 +332,7 @@ impl Trainer {
             .run_dir
             .join("samples")
             .join(format!("step_{:08}.png", self.step));
-        let ncol = (n as f64).sqrt().ceil() as usize;
-        daed_io::grid::save_grid_png(&path, &set, ncol, 2)?;
+        save_grid(&path, &set)?;
         Ok(path)
     }
 
@@ -380,6 +379,17 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// Saves a square-ish grid, upscaled 2x for images of 32 px or less so they are easy to see.
+pub fn save_grid(path: &Path, set: &ImageSet) -> Result<()> {
+    let ncol = (set.len() as f64).sqrt().ceil() as usize;
+    let mut cv = daed_io::grid::grid_image(set, ncol.max(1), 2)?;
+    if set.height <= 32 {
+        cv = daed_io::grid::upscale(&cv, 2);
+    }
+    cv.save_png(path)?;
+    Ok(())
 }
 
 fn log_line(step: u64, acc: &[StepStats], dt: f64, elapsed: f64) -> String {

@@ -1,0 +1,364 @@
+//! `daed analyze`: SNR per step, reconstruction error from step t, per-step loss terms.
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use daed_core::analysis::conform;
+use daed_core::analysis::losses::loss_breakdown;
+use daed_core::analysis::recon::{reconstruction_curve, step_grid};
+use daed_core::diffusion::schedule::alphas_cumprod;
+use daed_core::diffusion::{BetaSchedule, ScheduleSpec};
+use daed_core::train::Checkpoint;
+use daed_io::datasets::{self, DatasetSpec};
+use daed_io::images::ImageSet;
+use daed_io::plot::{Figure, Panel, Series};
+use daed_io::table::{write_json, Table};
+
+use crate::progress::bar;
+
+#[derive(Subcommand)]
+pub enum AnalyzeCmd {
+    /// log-SNR per step over a dataset (Figures 1 and 7); no model needed.
+    Snr(SnrArgs),
+    /// Error of noising to step t and denoising back, MAE and MS-SSIM (Figures 2 and 3).
+    Recon(ReconArgs),
+    /// Per-step VLB term (bits/dim), epsilon MSE and x0 MSE (Figure 14a).
+    Losses(LossesArgs),
+}
+
+#[derive(Args)]
+pub struct SnrArgs {
+    /// Dataset name(s), comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    dataset: Vec<String>,
+    /// A file or directory holding the data (for a single dataset).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Schedule(s): linear, cosine (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "linear")]
+    schedule: Vec<String>,
+    /// Number(s) of steps T (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1000")]
+    steps: Vec<usize>,
+    /// First beta of the linear schedule before scaling by 1000/T.
+    #[arg(long, default_value_t = 1e-4)]
+    beta_start: f64,
+    /// Last beta of the linear schedule before scaling.
+    #[arg(long, default_value_t = 0.02)]
+    beta_end: f64,
+    /// train or test.
+    #[arg(long, default_value = "train")]
+    split: String,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ReconArgs {
+    /// A checkpoint (or run) directory.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The model's dataset (its first curve).
+    #[arg(long)]
+    dataset: String,
+    /// Other datasets to evaluate on (resized / converted to the model's images).
+    #[arg(long, value_delimiter = ',')]
+    eval_dataset: Vec<String>,
+    /// A file or directory for --dataset.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// train or test split of every dataset.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Cover the first this fraction of the steps.
+    #[arg(long, default_value_t = 0.2)]
+    until: f64,
+    /// Number of steps on the grid.
+    #[arg(long, default_value_t = 20)]
+    points: usize,
+    /// Images per dataset.
+    #[arg(long, default_value_t = 256)]
+    n: usize,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use the raw weights instead of the EMA.
+    #[arg(long)]
+    no_ema: bool,
+    /// Device.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct LossesArgs {
+    /// A checkpoint (or run) directory.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Dataset to evaluate on.
+    #[arg(long)]
+    dataset: String,
+    /// A file or directory holding it.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// train or test.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Number of images.
+    #[arg(long, default_value_t = 1000)]
+    n: usize,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use the raw weights instead of the EMA.
+    #[arg(long)]
+    no_ema: bool,
+    /// Device.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(c: AnalyzeCmd) -> Result<()> {
+    let start = Instant::now();
+    match c {
+        AnalyzeCmd::Snr(a) => snr(a)?,
+        AnalyzeCmd::Recon(a) => recon(a)?,
+        AnalyzeCmd::Losses(a) => losses(a)?,
+    }
+    println!("took {:.1} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn load(name: &str, data: Option<&Path>, split: &str, limit: Option<usize>) -> Result<ImageSet> {
+    let mut spec = DatasetSpec::new(name.parse()?);
+    spec.split = split.parse()?;
+    spec.path = data.map(Path::to_path_buf);
+    spec.limit = limit;
+    datasets::load(&spec).with_context(|| format!("loading {name}"))
+}
+
+fn snr(a: SnrArgs) -> Result<()> {
+    if a.data.is_some() && a.dataset.len() > 1 {
+        bail!("--data applies to a single --dataset; give one dataset per call or set DAED_DATA");
+    }
+    let mut curves = Vec::new();
+    for ds in &a.dataset {
+        let set = load(ds, a.data.as_deref(), &a.split, None)?;
+        let powers = daed_eval::snr::image_powers(&set);
+        for sch in &a.schedule {
+            let kind: BetaSchedule = sch.parse()?;
+            for &t in &a.steps {
+                let spec = ScheduleSpec {
+                    kind,
+                    steps: t,
+                    beta_start: a.beta_start,
+                    beta_end: a.beta_end,
+                    scale_to_steps: true,
+                };
+                spec.validate()?;
+                let ab = alphas_cumprod(&spec.betas());
+                let label = format!("{ds} {sch} T={t}");
+                curves.push(daed_eval::snr::snr_curve(&label, &powers, &ab)?);
+            }
+        }
+    }
+    daed_eval::snr::write_snr_outputs(&a.out, &curves)?;
+    for c in &curves {
+        let s = c.summary();
+        println!(
+            "{}: {} images; log-SNR < 0 from t = {} ({}), log-SNR at 10% of T = {:.3}",
+            c.label,
+            c.n_images,
+            s.zero_crossing_t
+                .map(|t| t.to_string())
+                .unwrap_or("-".into()),
+            s.zero_crossing_fraction
+                .map(|f| format!("{:.1}% of T", 100.0 * f))
+                .unwrap_or("never".into()),
+            s.log_snr_at_10pct
+        );
+    }
+    println!("wrote {}/snr.csv, snr.png, summary.json", a.out.display());
+    Ok(())
+}
+
+fn recon(a: ReconArgs) -> Result<()> {
+    if a.n == 0 || a.batch_size == 0 {
+        bail!("--n and --batch-size must be at least 1");
+    }
+    let ck = Checkpoint::open(&a.checkpoint)?;
+    let device = daed_core::device::resolve(&a.device)?;
+    let (net, d) = ck.load_unet(!a.no_ema, &device)?;
+    let steps = step_grid(d.num_steps(), a.until, a.points)?;
+    let shape = ck.state.image_shape;
+    let mut points = Vec::new();
+    let mut names = vec![(a.dataset.clone(), a.data.clone())];
+    names.extend(a.eval_dataset.iter().map(|n| (n.clone(), None)));
+    for (name, path) in names {
+        let set = load(&name, path.as_deref(), &a.split, Some(a.n))?;
+        let (set, note) = conform(&set, shape, &name)?;
+        if let Some(n) = note {
+            println!("note: {n}");
+        }
+        let pb = bar(1, &format!("recon {name}"));
+        let p = reconstruction_curve(
+            &net,
+            &d,
+            &set,
+            &name,
+            &steps,
+            a.batch_size,
+            a.seed,
+            &device,
+            &mut |k, total| {
+                pb.set_length(total as u64);
+                pb.set_position(k as u64);
+            },
+        )?;
+        pb.finish();
+        points.extend(p);
+    }
+    daed_eval::recon::write_recon_outputs(&a.out, &points, d.num_steps())?;
+    for (name, s) in daed_eval::recon::recon_summary(&points, d.num_steps()) {
+        println!(
+            "{name}: MAE > 0.1 first at t = {}, MS-SSIM < 0.9 first at t = {} (T = {})",
+            s.first_t_mae_above_0_1
+                .map(|t| t.to_string())
+                .unwrap_or("never".into()),
+            s.first_t_msssim_below_0_9
+                .map(|t| t.to_string())
+                .unwrap_or("never".into()),
+            d.num_steps()
+        );
+    }
+    println!(
+        "wrote {}/recon.csv, recon.png, summary.json",
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn losses(a: LossesArgs) -> Result<()> {
+    if a.n == 0 || a.batch_size == 0 {
+        bail!("--n and --batch-size must be at least 1");
+    }
+    let ck = Checkpoint::open(&a.checkpoint)?;
+    let device = daed_core::device::resolve(&a.device)?;
+    let (net, d) = ck.load_unet(!a.no_ema, &device)?;
+    let set = load(&a.dataset, a.data.as_deref(), &a.split, Some(a.n))?;
+    let (set, note) = conform(&set, ck.state.image_shape, &a.dataset)?;
+    if let Some(n) = note {
+        println!("note: {n}");
+    }
+    let pb = bar(1, "losses");
+    let br = loss_breakdown(
+        &net,
+        &d,
+        &set,
+        a.batch_size,
+        a.seed,
+        &device,
+        &mut |k, total| {
+            pb.set_length(total as u64);
+            pb.set_position(k as u64);
+        },
+    )?;
+    pb.finish();
+    let share = br.cumulative_share();
+    let mut table = Table::new(vec!["t", "vlb_bpd", "eps_mse", "x0_mse", "cum_share"]);
+    for (s, c) in br.steps.iter().zip(&share) {
+        table.push(vec![
+            s.t.to_string(),
+            format!("{:.6e}", s.vlb_bpd),
+            format!("{:.6e}", s.eps_mse),
+            format!("{:.6e}", s.x0_mse),
+            format!("{c:.6}"),
+        ]);
+    }
+    std::fs::create_dir_all(&a.out)?;
+    table.write_csv(a.out.join("losses.csv"))?;
+    let tn = br.steps.len();
+    let one_pct = ((tn as f64) * 0.01).ceil().max(1.0) as usize;
+    let summary = serde_json::json!({
+        "total_bpd": br.total_bpd(),
+        "prior_bpd": br.prior_bpd,
+        "share_first_step": share[0],
+        "share_first_1pct_steps": share[one_pct - 1],
+        "first_1pct_steps": one_pct,
+        "images": set.len(),
+        "checkpoint_step": ck.state.step,
+    });
+    write_json(a.out.join("summary.json"), &summary)?;
+    let ts: Vec<f64> = br.steps.iter().map(|s| s.t as f64).collect();
+    let series = |name: &str, ys: Vec<f64>| Series {
+        name: name.into(),
+        xs: ts.clone(),
+        ys,
+        band: None,
+    };
+    let fig = Figure {
+        panels: vec![
+            Panel {
+                title: "VLB term per step".into(),
+                x_label: "t".into(),
+                y_label: "bits/dim".into(),
+                series: vec![series(
+                    "L_t",
+                    br.steps.iter().map(|s| s.vlb_bpd.max(1e-8)).collect(),
+                )],
+                log_y: true,
+                hlines: vec![],
+            },
+            Panel {
+                title: "cumulative share of the VLB".into(),
+                x_label: "t".into(),
+                y_label: "share".into(),
+                series: vec![series("cum. share", share.clone())],
+                log_y: false,
+                hlines: vec![],
+            },
+            Panel {
+                title: "MSE per step".into(),
+                x_label: "t".into(),
+                y_label: "mse".into(),
+                series: vec![
+                    series(
+                        "eps",
+                        br.steps.iter().map(|s| s.eps_mse.max(1e-8)).collect(),
+                    ),
+                    series("x0", br.steps.iter().map(|s| s.x0_mse.max(1e-8)).collect()),
+                ],
+                log_y: true,
+                hlines: vec![],
+            },
+        ],
+        width: 1500,
+        height: 450,
+    };
+    fig.save_png(a.out.join("losses.png"))?;
+    println!(
+        "total {:.4} bits/dim; the first step holds {:.1}% of the VLB, the first {one_pct} step(s) (1%) {:.1}%",
+        br.total_bpd(),
+        100.0 * share[0],
+        100.0 * share[one_pct - 1]
+    );
+    println!(
+        "wrote {}/losses.csv, losses.png, summary.json",
+        a.out.display()
+    );
+    Ok(())
+}

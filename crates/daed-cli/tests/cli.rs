@@ -1,0 +1,169 @@
+//! The binary's user-facing errors and a short end-to-end run.
+use std::process::Command;
+
+fn daed(args: &[&str]) -> (bool, String) {
+    let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data");
+    let out = Command::new(env!("CARGO_BIN_EXE_daed"))
+        .env("DAED_DATA", shared)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("daed-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn commands_reject_bad_input_with_clear_errors() {
+    let (ok, t) = daed(&["sample", "--checkpoint", "/no/such/run"]);
+    assert!(!ok && t.contains("/no/such/run"), "{t}");
+    let (ok, t) = daed(&[
+        "analyze",
+        "recon",
+        "--checkpoint",
+        "/no/such/run",
+        "--dataset",
+        "mnist",
+        "--out",
+        "/tmp/x",
+    ]);
+    assert!(!ok && t.contains("/no/such/run"), "{t}");
+    let (ok, t) = daed(&[
+        "analyze",
+        "losses",
+        "--checkpoint",
+        "/no/such/run",
+        "--dataset",
+        "mnist",
+        "--out",
+        "/tmp/x",
+    ]);
+    assert!(!ok && t.contains("/no/such/run"), "{t}");
+    let (ok, t) = daed(&[
+        "analyze",
+        "snr",
+        "--dataset",
+        "imagenet9",
+        "--out",
+        "/tmp/x",
+    ]);
+    assert!(!ok && t.contains("imagenet9"), "{t}");
+    let (ok, t) = daed(&[
+        "analyze",
+        "snr",
+        "--dataset",
+        "demo",
+        "--schedule",
+        "quadratic",
+        "--out",
+        "/tmp/x",
+    ]);
+    assert!(!ok && t.contains("quadratic"), "{t}");
+    let (ok, t) = daed(&["data", "info", "mnist", "--data", "/no/such/dir"]);
+    assert!(!ok && t.contains("/no/such/dir"), "{t}");
+    let d = tmp("badcfg");
+    let cfg = d.join("bad.toml");
+    std::fs::write(&cfg, "[train]\nbatch_size = 0\n").unwrap();
+    let (ok, t) = daed(&["train", "--config", cfg.to_str().unwrap()]);
+    assert!(
+        !ok && t.contains("train.batch_size") && t.contains("bad.toml"),
+        "{t}"
+    );
+    std::fs::write(&cfg, "[unet]\nchannels = 3\n").unwrap();
+    let (ok, t) = daed(&["train", "--config", cfg.to_str().unwrap()]);
+    assert!(!ok && t.contains("channels"), "{t}");
+}
+
+#[test]
+fn train_resume_sample_and_analyze_end_to_end() {
+    let d = tmp("e2e");
+    let cfg = d.join("c.toml");
+    let text = include_str!("../../../configs/demo.toml")
+        .replace("steps = 600", "steps = 2")
+        .replace("model_channels = 16", "model_channels = 8")
+        .replace("num_heads = 2", "num_heads = 1")
+        .replace("respacing = \"100\"", "respacing = \"5\"")
+        .replace("n = 64", "n = 4");
+    std::fs::write(&cfg, text).unwrap();
+    let run = d.join("run");
+    let (ok, t) = daed(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(ok, "{t}");
+    // A second plain start refuses to overwrite; --resume latest continues.
+    let (ok, t) = daed(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(!ok && t.contains("--resume"), "{t}");
+    let (ok, t) = daed(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--steps",
+        "3",
+        "--resume",
+        "latest",
+    ]);
+    assert!(ok && t.contains("starting at step 2"), "{t}");
+    let (ok, t) = daed(&[
+        "sample",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--n",
+        "3",
+        "--steps",
+        "4",
+        "--ddim",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    assert!(ok, "{t}");
+    let npz = daed_io::npz::read_npz(d.join("n3_ddim4_seed0.npz")).unwrap();
+    assert_eq!(npz["arr_0"].shape, vec![3, 28, 28, 1]);
+    let (ok, t) = daed(&[
+        "analyze",
+        "recon",
+        "--checkpoint",
+        run.to_str().unwrap(),
+        "--dataset",
+        "demo",
+        "--eval-dataset",
+        "cifar10",
+        "--split",
+        "train",
+        "--n",
+        "2",
+        "--points",
+        "2",
+        "--until",
+        "0.01",
+        "--out",
+        d.join("recon").to_str().unwrap(),
+    ]);
+    assert!(
+        ok && t.contains("3 -> 1 channels") && t.contains("resized 32x32 -> 28x28"),
+        "{t}"
+    );
+    let csv = std::fs::read_to_string(d.join("recon/recon.csv")).unwrap();
+    assert!(csv.contains("cifar10") && csv.contains("demo"), "{csv}");
+}

@@ -1,0 +1,126 @@
+//! Per-step loss terms (Figure 14a, Appendix A.3), as improved-diffusion's bits-per-dim loop:
+//! for every t the VLB term (bits/dim), the epsilon MSE and the x0 MSE, plus the prior term.
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::Serialize;
+
+use crate::diffusion::loss::{mean_flat, normal_kl};
+use crate::diffusion::GaussianDiffusion;
+use crate::nn::EpsModel;
+use crate::sample::noise;
+use crate::tensor_io::to_vec;
+use crate::Result;
+use daed_io::images::ImageSet;
+
+/// Mean terms of one step over the images.
+#[derive(Clone, Debug, Serialize)]
+pub struct StepTerms {
+    /// The step, 1-based (t = 1 is the decoder term L_0).
+    pub t: usize,
+    /// The VLB term in bits per dimension.
+    pub vlb_bpd: f64,
+    /// MSE of the epsilon prediction.
+    pub eps_mse: f64,
+    /// MSE of the x0 prediction.
+    pub x0_mse: f64,
+}
+
+/// Every step's terms plus the prior KL(q(x_T|x0) || N(0, I)) in bits/dim.
+#[derive(Clone, Debug, Serialize)]
+pub struct LossBreakdown {
+    /// One entry per step, t = 1..T.
+    pub steps: Vec<StepTerms>,
+    /// The prior term.
+    pub prior_bpd: f64,
+}
+
+impl LossBreakdown {
+    /// Total bits/dim: the VLB terms plus the prior.
+    pub fn total_bpd(&self) -> f64 {
+        self.steps.iter().map(|s| s.vlb_bpd).sum::<f64>() + self.prior_bpd
+    }
+    /// Cumulative share of the summed VLB terms by step (ends at 1).
+    pub fn cumulative_share(&self) -> Vec<f64> {
+        let total: f64 = self.steps.iter().map(|s| s.vlb_bpd).sum();
+        let mut acc = 0.0;
+        self.steps
+            .iter()
+            .map(|s| {
+                acc += s.vlb_bpd;
+                if total > 0.0 {
+                    acc / total
+                } else {
+                    0.0
+                }
+            })
+            .collect()
+    }
+}
+
+/// Computes the breakdown over `set` in batches of `batch` (noise keyed by `seed`).
+#[allow(clippy::too_many_arguments)]
+pub fn loss_breakdown(
+    model: &dyn EpsModel,
+    d: &GaussianDiffusion,
+    set: &ImageSet,
+    batch: usize,
+    seed: u64,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<LossBreakdown> {
+    let [c, h, w] = [set.channels, set.height, set.width];
+    let n = set.len();
+    let tn = d.num_steps();
+    let mut sums = vec![(0.0f64, 0.0f64, 0.0f64); tn];
+    let mut prior = 0.0;
+    let nb = n.div_ceil(batch);
+    for (bi, start) in (0..n).step_by(batch).enumerate() {
+        let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
+        let b = idx.len();
+        let x0 = Tensor::<4>::from_data(TensorData::new(set.to_f32(&idx), [b, c, h, w]), device);
+        for t in (0..tn).rev() {
+            let ts = vec![t; b];
+            let eps = noise([b, c, h, w], seed, bi as u64, t as u64, device);
+            let xt = d.q_sample(x0.clone(), &ts, eps.clone());
+            let out = model.predict(xt.clone(), &d.model_timesteps_f32(&ts));
+            let vb = d.vb_terms_bpd(out.clone(), x0.clone(), xt.clone(), &ts);
+            let pm = d.p_mean_variance(out, xt, &ts, true);
+            let eps_mse = mean_flat((pm.eps - eps).square());
+            let x0_mse = mean_flat((pm.pred_xstart - x0.clone()).square());
+            let sum = |t: Tensor<1>| to_vec(t.sum()).map(|v| v[0] as f64);
+            sums[t].0 += sum(vb)?;
+            sums[t].1 += sum(eps_mse)?;
+            sums[t].2 += sum(x0_mse)?;
+            progress(bi * tn + (tn - t), nb * tn);
+        }
+        // Prior: KL(N(sqrt(abar_T) x0, 1 - abar_T) || N(0, 1)).
+        let ab = d.alphas_cumprod[tn - 1];
+        let mean = x0.clone().mul_scalar(ab.sqrt());
+        let lv = x0.zeros_like().add_scalar((1.0 - ab).ln());
+        let kl = mean_flat(normal_kl(
+            mean,
+            lv,
+            zeros([b, c, h, w], device),
+            zeros([b, c, h, w], device),
+        ))
+        .div_scalar(std::f64::consts::LN_2);
+        prior += to_vec(kl.sum())?[0] as f64;
+    }
+    let nf = n as f64;
+    Ok(LossBreakdown {
+        steps: sums
+            .iter()
+            .enumerate()
+            .map(|(t, s)| StepTerms {
+                t: t + 1,
+                vlb_bpd: s.0 / nf,
+                eps_mse: s.1 / nf,
+                x0_mse: s.2 / nf,
+            })
+            .collect(),
+        prior_bpd: prior / nf,
+    })
+}
+
+fn zeros(shape: [usize; 4], device: &Device) -> Tensor<4> {
+    Tensor::zeros(shape, device)
+}

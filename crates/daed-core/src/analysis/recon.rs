@@ -1,0 +1,79 @@
+//! Reconstruction error (Figures 2 and 3): noise x0 to step t, run the backward process from t
+//! down to 0, compare with x0 (MAE on the [0,1] scale, MS-SSIM).
+use burn::tensor::{Device, Tensor, TensorData};
+use daed_eval::recon::{recon_point, ReconPoint};
+use daed_io::images::ImageSet;
+
+use crate::diffusion::GaussianDiffusion;
+use crate::nn::EpsModel;
+use crate::sample::{noise, p_sample_loop_from, SampleOptions};
+use crate::tensor_io::to_vec;
+use crate::{Error, Result};
+
+/// The steps (1-based, as in the paper) of a grid of `points` over the first `until` of T.
+pub fn step_grid(total: usize, until: f64, points: usize) -> Result<Vec<usize>> {
+    if !(until > 0.0 && until <= 1.0) {
+        return Err(Error::Invalid(format!(
+            "--until must be in (0, 1], got {until}"
+        )));
+    }
+    if points == 0 {
+        return Err(Error::Invalid("--points must be at least 1".into()));
+    }
+    let last = ((total as f64 * until).round() as usize).clamp(1, total);
+    let mut v: Vec<usize> = (1..=points)
+        .map(|k| ((last as f64 * k as f64 / points as f64).round() as usize).max(1))
+        .collect();
+    v.dedup();
+    Ok(v)
+}
+
+/// Noises the images to each step of `steps` and reconstructs them; one point per step.
+/// The same images and the same noise (keyed by `seed`) are used at every step.
+#[allow(clippy::too_many_arguments)]
+pub fn reconstruction_curve(
+    model: &dyn EpsModel,
+    d: &GaussianDiffusion,
+    set: &ImageSet,
+    label: &str,
+    steps: &[usize],
+    batch: usize,
+    seed: u64,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<ReconPoint>> {
+    let [c, h, w] = [set.channels, set.height, set.width];
+    let n = set.len();
+    let total_work: usize = steps.iter().sum::<usize>() * n.div_ceil(batch);
+    let mut done = 0;
+    let mut points = Vec::new();
+    for &t1 in steps {
+        let t = t1 - 1; // 0-based step index
+        let mut originals = Vec::with_capacity(n * c * h * w);
+        let mut recons = Vec::with_capacity(n * c * h * w);
+        for (bi, start) in (0..n).step_by(batch).enumerate() {
+            let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
+            let b = idx.len();
+            let x0v = set.to_f32(&idx);
+            let x0 = Tensor::<4>::from_data(TensorData::new(x0v.clone(), [b, c, h, w]), device);
+            let eps = noise([b, c, h, w], seed, bi as u64, 0, device);
+            let xt = d.q_sample(x0, &vec![t; b], eps);
+            let opts = SampleOptions {
+                respacing: String::new(),
+                ddim: false,
+                eta: 0.0,
+                clip_denoised: true,
+                seed,
+            };
+            let base = done;
+            let x = p_sample_loop_from(model, d, xt, t, &opts, 1000 + bi as u64, &mut |k, _| {
+                progress(base + k, total_work)
+            });
+            done += t1;
+            originals.extend(x0v);
+            recons.extend(to_vec(x.reshape([b * c * h * w]))?);
+        }
+        points.push(recon_point(label, t1, &originals, &recons, c, h, w)?);
+    }
+    Ok(points)
+}
