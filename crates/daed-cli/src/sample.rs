@@ -4,7 +4,11 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use daed_core::sample::{sample_images, SampleOptions};
+use daed_core::config::ModelKind;
+use daed_core::daed::DaedNets;
+use daed_core::model::DiffusionNet;
+use daed_core::nn::UNet;
+use daed_core::sample::SampleOptions;
 use daed_core::train::Checkpoint;
 use daed_io::images::ImageSet;
 use daed_io::npz::{write_npz, NpyArray, NpyData};
@@ -51,7 +55,6 @@ pub fn run(a: SampleArgs) -> Result<()> {
     }
     let ck = Checkpoint::open(&a.checkpoint)?;
     let device = daed_core::device::resolve(&a.device)?;
-    let (net, diffusion) = ck.load_unet(!a.no_ema, &device)?;
     let respacing = match a.steps {
         Some(s) if a.ddim => format!("ddim{s}"),
         Some(s) => s.to_string(),
@@ -67,19 +70,14 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let shape = ck.state.image_shape;
     let start = Instant::now();
     let mut pb: Option<indicatif::ProgressBar> = None;
-    let imgs = sample_images(
-        &net,
-        &diffusion,
-        shape,
-        a.n,
-        a.batch_size,
-        &opts,
-        &device,
-        &mut |k, total| {
-            let p = pb.get_or_insert_with(|| bar(total as u64, "sample"));
-            p.set_position(k as u64);
-        },
-    )?;
+    let mut progress = |k: usize, total: usize| {
+        let p = pb.get_or_insert_with(|| bar(total as u64, "sample"));
+        p.set_position(k as u64);
+    };
+    let (imgs, steps) = match ck.config.model {
+        ModelKind::Ddgm => draw::<UNet>(&ck, &a, &opts, &device, &mut progress)?,
+        ModelKind::Daed => draw::<DaedNets>(&ck, &a, &opts, &device, &mut progress)?,
+    };
     if let Some(p) = pb {
         p.finish();
     }
@@ -105,7 +103,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
         "{} images in {secs:.1} s ({} steps from step {} of the model)",
         a.n,
         if opts.respacing.is_empty() {
-            diffusion.num_steps().to_string()
+            steps.to_string()
         } else {
             opts.respacing.clone()
         },
@@ -114,4 +112,25 @@ pub fn run(a: SampleArgs) -> Result<()> {
     println!("grid: {}", png.display());
     println!("npz:  {} (arr_0: uint8 NHWC)", npz.display());
     Ok(())
+}
+
+/// Loads the checkpoint as an `M` and draws the images; returns them and the model's step count.
+fn draw<M: DiffusionNet>(
+    ck: &Checkpoint,
+    a: &SampleArgs,
+    opts: &SampleOptions,
+    device: &daed_core::burn::tensor::Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Vec<f32>, usize)> {
+    let (net, d) = ck.load_model::<M>(!a.no_ema, device)?;
+    let imgs = net.sample(
+        &d,
+        ck.state.image_shape,
+        a.n,
+        a.batch_size,
+        opts,
+        device,
+        progress,
+    )?;
+    Ok((imgs, d.num_steps()))
 }

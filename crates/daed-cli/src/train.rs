@@ -4,7 +4,10 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use daed_core::config::ExperimentConfig;
+use daed_core::config::{ExperimentConfig, ModelKind};
+use daed_core::daed::DaedNets;
+use daed_core::model::DiffusionNet;
+use daed_core::nn::UNet;
 use daed_core::train::trainer::load_data;
 use daed_core::train::Trainer;
 
@@ -51,6 +54,13 @@ pub fn run(a: TrainArgs) -> Result<()> {
 }
 
 fn train_config(cfg: ExperimentConfig, resume: Option<&str>) -> Result<()> {
+    match cfg.model {
+        ModelKind::Ddgm => train_as::<UNet>(cfg, resume),
+        ModelKind::Daed => train_as::<DaedNets>(cfg, resume),
+    }
+}
+
+fn train_as<M: DiffusionNet>(cfg: ExperimentConfig, resume: Option<&str>) -> Result<()> {
     let data = load_data(&cfg).context("loading the training data")?;
     eprintln!(
         "data: {} ({} images, {}x{}x{})",
@@ -62,8 +72,8 @@ fn train_config(cfg: ExperimentConfig, resume: Option<&str>) -> Result<()> {
     );
     let run_dir = cfg.run_dir();
     let mut t = match resume {
-        Some("latest") => Trainer::resume(cfg, data, &run_dir)?,
-        Some(p) => Trainer::resume(cfg, data, std::path::Path::new(p))?,
+        Some("latest") => Trainer::<M>::resume(cfg, data, &run_dir)?,
+        Some(p) => Trainer::<M>::resume(cfg, data, std::path::Path::new(p))?,
         None => {
             if daed_core::train::checkpoint::list(&run_dir)?
                 .last()
@@ -74,12 +84,13 @@ fn train_config(cfg: ExperimentConfig, resume: Option<&str>) -> Result<()> {
                     run_dir.display()
                 );
             }
-            Trainer::new(cfg, data)?
+            Trainer::<M>::new(cfg, data)?
         }
     };
     eprintln!(
-        "model: U-Net with {} parameters; run dir {}; starting at step {}",
-        t.model.param_count(),
+        "model: {} with {} parameters; run dir {}; starting at step {}",
+        M::KIND,
+        daed_core::burn::module::Module::num_params(&t.model),
         t.run_dir.display(),
         t.step
     );

@@ -8,8 +8,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Tensor};
 use daed_core::config::ExperimentConfig;
 use daed_core::diffusion::GaussianDiffusion;
+use daed_core::model::build_unet;
 use daed_core::train::optim::{ema_update, AdamW, AdamWSettings};
-use daed_core::train::trainer::build_unet;
 
 fn main() -> daed_core::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -25,7 +25,7 @@ fn main() -> daed_core::Result<()> {
     let size = 28;
     let dev = daed_core::device::resolve(&cfg.device)?.autodiff();
     let d = GaussianDiffusion::new(&cfg.diffusion.schedule_spec(), cfg.diffusion.var_type())?;
-    let mut model = build_unet(&cfg, &d, [1, size, size], &dev)?;
+    let mut model = build_unet(&cfg, [1, size, size], d.model_out_channels(1), &dev)?;
     let mut ema = model.valid();
     println!("params {} batch {b}", model.num_params());
     let mut opt = AdamW::default();

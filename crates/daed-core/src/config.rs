@@ -3,11 +3,56 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::daed::{DaeLoss, DaedMode};
 use crate::diffusion::loss::LossKind;
 use crate::diffusion::step_sampler::StepSamplerKind;
 use crate::diffusion::{BetaSchedule, ModelVarType, ScheduleSpec};
 use crate::nn::UNetConfig;
 use crate::{Error, Result};
+
+/// Which kind of model an experiment trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// A plain DDGM: one epsilon U-Net over all T steps.
+    Ddgm,
+    /// DAED: a denoising auto-encoder for x1 -> x0 plus a diffusion generator (Section 4).
+    Daed,
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ddgm => "ddgm",
+            Self::Daed => "daed",
+        })
+    }
+}
+
+/// DAED settings (used when `model = "daed"`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaedConfig {
+    /// Noise level of the DAE's corruption q(x1 | x0) = N(sqrt(1 - beta1) x0, beta1 I).
+    pub beta1: f64,
+    /// `joint` (both networks in one run) or `two-stage` (DAE on top of a trained DDGM).
+    pub mode: DaedMode,
+    /// The DDGM checkpoint (or run directory) whose EMA weights are the generator (two-stage).
+    pub ddgm: Option<PathBuf>,
+    /// The DAE's objective: `mse` or `discretized` (eq. 9).
+    pub dae_loss: DaeLoss,
+}
+
+impl Default for DaedConfig {
+    fn default() -> Self {
+        Self {
+            beta1: 0.1,
+            mode: DaedMode::Joint,
+            ddgm: None,
+            dae_loss: DaeLoss::Mse,
+        }
+    }
+}
 
 /// A whole experiment: data, diffusion, network, training and sampling.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -17,6 +62,8 @@ pub struct ExperimentConfig {
     pub name: String,
     /// Device: `auto`, `flex`, `torch`, `cuda` or `cuda:N`.
     pub device: String,
+    /// `ddgm` or `daed`.
+    pub model: ModelKind,
     /// Training data.
     pub data: DataConfig,
     /// The diffusion process and objective.
@@ -27,6 +74,9 @@ pub struct ExperimentConfig {
     pub train: TrainConfig,
     /// Sampling defaults (also used for the grids written during training).
     pub sample: SampleConfig,
+    /// DAED settings (when `model = "daed"`); [diffusion] then describes the DDGM schedule the
+    /// split is taken from.
+    pub daed: DaedConfig,
 }
 
 /// Which data to train on.
@@ -129,11 +179,13 @@ impl Default for ExperimentConfig {
         Self {
             name: "experiment".into(),
             device: "auto".into(),
+            model: ModelKind::Ddgm,
             data: DataConfig::default(),
             diffusion: DiffusionConfig::default(),
             unet: UNetConfig::default(),
             train: TrainConfig::default(),
             sample: SampleConfig::default(),
+            daed: DaedConfig::default(),
         }
     }
 }

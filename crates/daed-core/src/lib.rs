@@ -5,9 +5,11 @@
 //! checkpoints, the training loop), [`config`] (TOML experiment files).
 pub mod analysis;
 pub mod config;
+pub mod daed;
 pub mod device;
 pub mod diffusion;
 pub mod error;
+pub mod model;
 pub mod nn;
 pub mod rng;
 pub mod sample;

@@ -110,24 +110,45 @@ pub fn sample_images(
 ) -> Result<Vec<f32>> {
     let d = sampling_diffusion(base, &opts.respacing)?;
     let steps = d.num_steps();
+    batched(
+        shape,
+        n,
+        batch,
+        opts.seed,
+        device,
+        steps,
+        progress,
+        &mut |x, bi, p| p_sample_loop_from(model, &d, x, steps - 1, opts, bi, p),
+    )
+}
+
+/// Runs `run(noise, batch_id, progress)` over batches of pure noise and collects the images.
+#[allow(clippy::too_many_arguments)]
+pub fn batched(
+    shape: [usize; 3],
+    n: usize,
+    batch: usize,
+    seed: u64,
+    device: &Device,
+    steps: usize,
+    progress: &mut dyn FnMut(usize, usize),
+    run: &mut dyn FnMut(Tensor<4>, u64, &mut dyn FnMut(usize, usize)) -> Tensor<4>,
+) -> Result<Vec<f32>> {
     let nb = n.div_ceil(batch);
-    let mut out = Vec::with_capacity(n * shape.iter().product::<usize>());
+    let per: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(n * per);
     for bi in 0..nb {
         let b = batch.min(n - bi * batch);
         let x = noise(
             [b, shape[0], shape[1], shape[2]],
-            opts.seed,
+            seed,
             bi as u64,
             0,
             device,
         );
         let done = bi * steps;
-        let x = p_sample_loop_from(model, &d, x, steps - 1, opts, bi as u64, &mut |k, _| {
-            progress(done + k, nb * steps)
-        });
-        out.extend(crate::tensor_io::to_vec(
-            x.reshape([b * shape.iter().product::<usize>()]),
-        )?);
+        let x = run(x, bi as u64, &mut |k, _| progress(done + k, nb * steps));
+        out.extend(crate::tensor_io::to_vec(x.reshape([b * per]))?);
     }
     Ok(out)
 }

@@ -4,6 +4,7 @@ mod common;
 
 use burn::module::Module;
 use burn::tensor::Device;
+use daed_core::nn::UNet;
 use daed_core::tensor_io::module_arrays;
 use daed_core::train::trainer::load_data;
 use daed_core::train::{Checkpoint, Trainer};
@@ -20,7 +21,7 @@ fn checkpoint_round_trip_and_exact_resume() {
     cfg.data.limit = Some(40); // several epochs with partial batches of the permutation
     let data = load_data(&cfg).unwrap();
 
-    let mut a = Trainer::new(cfg.clone(), data.clone()).unwrap();
+    let mut a = Trainer::<UNet>::new(cfg.clone(), data.clone()).unwrap();
     for _ in 0..3 {
         a.train_step().unwrap();
     }
@@ -36,7 +37,7 @@ fn checkpoint_round_trip_and_exact_resume() {
     assert_eq!(module_arrays(&net, "").unwrap(), saved);
 
     // Resume gives the same losses as the uninterrupted run.
-    let mut b = Trainer::resume(cfg.clone(), data.clone(), &ck_dir).unwrap();
+    let mut b = Trainer::<UNet>::resume(cfg.clone(), data.clone(), &ck_dir).unwrap();
     assert_eq!(b.step, 3);
     let resumed: Vec<f64> = (0..4).map(|_| b.train_step().unwrap().loss).collect();
     assert_eq!(cont, resumed, "resumed losses differ");
@@ -48,7 +49,7 @@ fn checkpoint_round_trip_and_exact_resume() {
     // A config whose architecture differs is refused with a clear error.
     let mut other = cfg.clone();
     other.unet.model_channels = 8;
-    let e = Trainer::resume(other, data.clone(), &ck_dir)
+    let e = Trainer::<UNet>::resume(other, data.clone(), &ck_dir)
         .err()
         .unwrap()
         .to_string();
@@ -60,7 +61,7 @@ fn checkpoint_round_trip_and_exact_resume() {
     let n = bytes.len();
     bytes[n - 3] ^= 0x55;
     std::fs::write(&f, bytes).unwrap();
-    let e = Trainer::resume(cfg, data, &ck_dir)
+    let e = Trainer::<UNet>::resume(cfg, data, &ck_dir)
         .err()
         .unwrap()
         .to_string();

@@ -1,6 +1,7 @@
 //! End-to-end training tests on tiny models: overfitting, checkpoints, exact resume.
 mod common;
 
+use daed_core::nn::UNet;
 use daed_core::train::trainer::load_data;
 use daed_core::train::{Checkpoint, Trainer};
 
@@ -10,7 +11,7 @@ fn tiny_model_overfits_a_batch_of_16() {
     let cfg = common::tiny_config(&dir);
     let data = load_data(&cfg).unwrap();
     assert_eq!(data.len(), 16);
-    let mut t = Trainer::new(cfg, data).unwrap();
+    let mut t = Trainer::<UNet>::new(cfg, data).unwrap();
     let losses: Vec<f64> = (0..300).map(|_| t.train_step().unwrap().loss).collect();
     let first = losses[..5].iter().sum::<f64>() / 5.0;
     let last = losses[losses.len() - 30..].iter().sum::<f64>() / 30.0;

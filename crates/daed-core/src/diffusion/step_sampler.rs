@@ -14,6 +14,11 @@ pub enum StepSamplerKind {
     /// p_t proportional to sqrt(E[L_t^2]) over the last 10 losses of each step, mixed with
     /// 0.001 uniform; uniform until every step has 10 losses (improved-diffusion).
     LossSecondMoment,
+    /// DAED's sampler (the paper's `dae_uniform`): the first step (the DAE's) has weight
+    /// beta_1 * T, every other step 1.
+    DaeUniform,
+    /// Only the first step (training a DAE alone).
+    OnlyDae,
 }
 
 const HISTORY: usize = 10;
@@ -35,6 +40,16 @@ impl StepSampler {
     pub fn new(kind: StepSamplerKind, betas: &[f64]) -> Self {
         let weights = match kind {
             StepSamplerKind::BetaWeighted => betas.to_vec(),
+            StepSamplerKind::DaeUniform => {
+                let mut w = vec![1.0; betas.len()];
+                w[0] = betas[0] * betas.len() as f64;
+                w
+            }
+            StepSamplerKind::OnlyDae => {
+                let mut w = vec![0.0; betas.len()];
+                w[0] = 1.0;
+                w
+            }
             _ => vec![1.0; betas.len()],
         };
         let history = match kind {
@@ -88,7 +103,12 @@ impl StepSampler {
             let u = rng.next_f64() * acc;
             let i = cdf.partition_point(|&c| c <= u).min(p.len() - 1);
             ts.push(i);
-            ws.push(1.0 / (t_count * p[i]));
+            // Training a DAE alone is not an estimate of the full bound: weight 1.
+            ws.push(if self.kind == StepSamplerKind::OnlyDae {
+                1.0
+            } else {
+                1.0 / (t_count * p[i])
+            });
         }
         (ts, ws)
     }

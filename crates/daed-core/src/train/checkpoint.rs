@@ -191,23 +191,34 @@ impl Checkpoint {
 }
 
 impl Checkpoint {
-    /// Builds the checkpoint's network on `device` (plain, for inference) with the EMA weights
-    /// (`ema = true`) or the raw ones, plus its diffusion process.
+    /// Builds the checkpoint's model on `device` (plain, for inference) with the EMA weights
+    /// (`ema = true`) or the raw ones, plus its diffusion process. `M` must match its kind.
+    pub fn load_model<M: crate::model::DiffusionNet>(
+        &self,
+        ema: bool,
+        device: &burn::tensor::Device,
+    ) -> Result<(M, crate::diffusion::GaussianDiffusion)> {
+        let cfg = &self.config;
+        if cfg.model != M::KIND {
+            return Err(Error::ckpt(
+                &self.dir,
+                format!("holds a `{}` model, not `{}`", cfg.model, M::KIND),
+            ));
+        }
+        let d = M::process(cfg)?;
+        let net = M::build(cfg, &d, self.state.image_shape, device)?.valid();
+        let file = if ema { FILES[1] } else { FILES[0] };
+        let arrays = self.tensors(file)?;
+        let net = crate::tensor_io::load_module(net, &arrays, "", &self.dir.join(file))?;
+        Ok((net, d))
+    }
+
+    /// [`Checkpoint::load_model`] for a DDGM.
     pub fn load_unet(
         &self,
         ema: bool,
         device: &burn::tensor::Device,
     ) -> Result<(crate::nn::UNet, crate::diffusion::GaussianDiffusion)> {
-        use burn::module::Module;
-        let cfg = &self.config;
-        let d = crate::diffusion::GaussianDiffusion::new(
-            &cfg.diffusion.schedule_spec(),
-            cfg.diffusion.var_type(),
-        )?;
-        let net = super::trainer::build_unet(cfg, &d, self.state.image_shape, device)?.valid();
-        let file = if ema { FILES[1] } else { FILES[0] };
-        let arrays = self.tensors(file)?;
-        let net = crate::tensor_io::load_module(net, &arrays, "", &self.dir.join(file))?;
-        Ok((net, d))
+        self.load_model(ema, device)
     }
 }

@@ -158,6 +158,7 @@ pub fn ema_update<M: Module, E: Module>(ema: E, model: &M, rate: f64) -> E {
     map_params(ema, &mut |path, _, e| {
         let p = src.remove(path)?;
         let p = p.to_device(&e.device());
-        Some(e.mul_scalar(rate) + p.mul_scalar(1.0 - rate))
+        // e + (p - e)(1 - rate): exact when p == e (a frozen network stays bit-identical).
+        Some(e.clone() + (p - e).mul_scalar(1.0 - rate))
     })
 }

@@ -3,7 +3,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor, TensorData};
 use daed_io::images::ImageSet;
@@ -13,9 +12,10 @@ use super::optim::{ema_update, AdamW, AdamWSettings};
 use crate::config::ExperimentConfig;
 use crate::diffusion::step_sampler::StepSampler;
 use crate::diffusion::GaussianDiffusion;
+use crate::model::DiffusionNet;
 use crate::nn::UNet;
 use crate::rng::Rng;
-use crate::sample::{noise, sample_images, SampleOptions};
+use crate::sample::{noise, SampleOptions};
 use crate::tensor_io::{load_module, module_arrays, to_vec};
 use crate::{Error, Result};
 
@@ -68,38 +68,16 @@ pub fn load_data(cfg: &ExperimentConfig) -> Result<ImageSet> {
     Ok(set)
 }
 
-/// Builds the U-Net a config describes for images of `shape` [C, H, W].
-pub fn build_unet(
-    cfg: &ExperimentConfig,
-    d: &GaussianDiffusion,
-    shape: [usize; 3],
-    device: &Device,
-) -> Result<UNet> {
-    if shape[1] != shape[2] {
-        return Err(Error::Invalid(format!(
-            "images must be square, got {}x{}",
-            shape[1], shape[2]
-        )));
-    }
-    UNet::new(
-        &cfg.unet,
-        shape[0],
-        shape[1],
-        d.model_out_channels(shape[0]),
-        device,
-    )
-}
-
 /// A training run in progress.
-pub struct Trainer {
+pub struct Trainer<M: DiffusionNet = UNet> {
     /// The experiment.
     pub cfg: ExperimentConfig,
     /// Where logs, grids and checkpoints go.
     pub run_dir: PathBuf,
     /// The model (on the autodiff device).
-    pub model: UNet,
+    pub model: M,
     /// The EMA of the model's weights (plain device).
-    pub ema: UNet,
+    pub ema: M,
     /// The diffusion process.
     pub diffusion: GaussianDiffusion,
     /// Optimiser steps done.
@@ -111,22 +89,24 @@ pub struct Trainer {
     perm: Option<(u64, Vec<usize>)>,
 }
 
-impl Trainer {
+impl<M: DiffusionNet> Trainer<M> {
     /// A fresh run of `cfg` on `data`.
     pub fn new(cfg: ExperimentConfig, data: ImageSet) -> Result<Self> {
         cfg.validate()?;
         let device = crate::device::resolve(&cfg.device)?.autodiff();
-        let diffusion =
-            GaussianDiffusion::new(&cfg.diffusion.schedule_spec(), cfg.diffusion.var_type())?;
+        if cfg.model != M::KIND {
+            return Err(Error::Invalid(format!(
+                "the config trains a `{}` model, not `{}`",
+                cfg.model,
+                M::KIND
+            )));
+        }
+        let diffusion = M::process(&cfg)?;
         device.seed(cfg.train.seed);
-        let model = build_unet(
-            &cfg,
-            &diffusion,
-            [data.channels, data.height, data.width],
-            &device,
-        )?;
+        let shape = [data.channels, data.height, data.width];
+        let model = M::build(&cfg, &diffusion, shape, &device)?.prepare(&cfg, shape)?;
         let ema = model.valid();
-        let sampler = StepSampler::new(cfg.diffusion.step_sampler, &diffusion.betas);
+        let sampler = StepSampler::new(M::step_sampler(&cfg), &diffusion.betas);
         Ok(Self {
             run_dir: cfg.run_dir(),
             cfg,
@@ -160,6 +140,12 @@ impl Trainer {
             if !same {
                 return Err(Error::ckpt(&ck.dir, format!("the config's [{name}] differs from the checkpoint's: resume with the run's own config (saved as {})", ck.dir.join("state.json").display())));
             }
+        }
+        if old.model != cfg.model || old.daed != cfg.daed {
+            return Err(Error::ckpt(
+                &ck.dir,
+                "the config's model or [daed] section differs from the checkpoint's",
+            ));
         }
         let mut t = Self::new(cfg, data)?;
         let shape = [t.data.channels, t.data.height, t.data.width];
@@ -216,22 +202,22 @@ impl Trainer {
         let idx = self.batch_indices();
         let b = idx.len();
         let [c, h, w] = [self.data.channels, self.data.height, self.data.width];
+        let (ts, ws) = self
+            .sampler
+            .sample(b, &mut Rng::for_step(seed, self.step, 0));
+        // Sorted by step, so a model with several networks (DAED) can split the batch.
+        let mut order: Vec<usize> = (0..b).collect();
+        order.sort_by_key(|&i| ts[i]);
+        let idx: Vec<usize> = order.iter().map(|&i| idx[i]).collect();
+        let ts: Vec<usize> = order.iter().map(|&i| ts[i]).collect();
+        let ws: Vec<f64> = order.iter().map(|&i| ws[i]).collect();
         let x0: Tensor<4> = Tensor::from_data(
             TensorData::new(self.data.to_f32(&idx), [b, c, h, w]),
             &self.device,
         );
-        let (ts, ws) = self
-            .sampler
-            .sample(b, &mut Rng::for_step(seed, self.step, 0));
         // Noise first, then dropout: both from the device RNG seeded for this step.
         let eps = noise([b, c, h, w], seed, self.step, 2, &self.device);
-        let xt = self.diffusion.q_sample(x0.clone(), &ts, eps.clone());
-        let out = self
-            .model
-            .forward(xt.clone(), &self.diffusion.model_timesteps_f32(&ts));
-        let terms = self
-            .diffusion
-            .training_losses(self.cfg.diffusion.loss, out, x0, xt, &ts, eps);
+        let terms = self.model.losses(&self.cfg, &self.diffusion, x0, &ts, eps);
         let wv: Vec<f32> = ws.iter().map(|&x| x as f32).collect();
         let wt: Tensor<1> = Tensor::from_data(TensorData::new(wv, [b]), &self.device);
         let per_sample = terms.loss.clone() * wt;
@@ -283,7 +269,7 @@ impl Trainer {
         let state = CheckpointState {
             format_version: FORMAT_VERSION,
             step: self.step,
-            model_kind: "ddgm".into(),
+            model_kind: M::KIND.to_string(),
             image_shape: [self.data.channels, self.data.height, self.data.width],
             config_toml: self.cfg.to_toml(),
             seed: self.cfg.train.seed,
@@ -317,8 +303,7 @@ impl Trainer {
         };
         let shape = [self.data.channels, self.data.height, self.data.width];
         let inner = self.device.clone().inner();
-        let imgs = sample_images(
-            &self.ema,
+        let imgs = self.ema.sample(
             &self.diffusion,
             shape,
             n,

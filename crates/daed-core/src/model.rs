@@ -1,0 +1,114 @@
+//! What the trainer trains: a DDGM's U-Net, or DAED's generator and denoiser together.
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use crate::config::{ExperimentConfig, ModelKind};
+use crate::diffusion::loss::LossTerms;
+use crate::diffusion::step_sampler::StepSamplerKind;
+use crate::diffusion::GaussianDiffusion;
+use crate::nn::UNet;
+use crate::sample::SampleOptions;
+use crate::{Error, Result};
+
+/// A trainable diffusion model: its process, its networks and its per-sample losses.
+pub trait DiffusionNet: Module + Clone + Sized {
+    /// The tag stored in checkpoints (`ddgm`, `daed`).
+    const KIND: ModelKind;
+    /// The diffusion process the model is trained on.
+    fn process(cfg: &ExperimentConfig) -> Result<GaussianDiffusion>;
+    /// The step sampler the config asks for (DAED's two-stage mode forces `only-dae`).
+    fn step_sampler(cfg: &ExperimentConfig) -> StepSamplerKind {
+        cfg.diffusion.step_sampler
+    }
+    /// Freshly initialised networks for images of `shape` [C, H, W].
+    fn build(
+        cfg: &ExperimentConfig,
+        d: &GaussianDiffusion,
+        shape: [usize; 3],
+        device: &Device,
+    ) -> Result<Self>;
+    /// Per-sample losses of x0 at steps `ts` (sorted ascending) with noise `eps`.
+    fn losses(
+        &self,
+        cfg: &ExperimentConfig,
+        d: &GaussianDiffusion,
+        x0: Tensor<4>,
+        ts: &[usize],
+        eps: Tensor<4>,
+    ) -> LossTerms;
+    /// Completes freshly built networks before training (DAED two-stage loads the DDGM).
+    fn prepare(self, _cfg: &ExperimentConfig, _shape: [usize; 3]) -> Result<Self> {
+        Ok(self)
+    }
+    /// Draws `n` images [n, C, H, W] in [-1, 1] from pure noise.
+    #[allow(clippy::too_many_arguments)]
+    fn sample(
+        &self,
+        d: &GaussianDiffusion,
+        shape: [usize; 3],
+        n: usize,
+        batch: usize,
+        opts: &SampleOptions,
+        device: &Device,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<f32>>;
+}
+
+/// Builds the U-Net a config describes for images of `shape` [C, H, W] with `out` outputs.
+pub fn build_unet(
+    cfg: &ExperimentConfig,
+    shape: [usize; 3],
+    out: usize,
+    device: &Device,
+) -> Result<UNet> {
+    if shape[1] != shape[2] {
+        return Err(Error::Invalid(format!(
+            "images must be square, got {}x{}",
+            shape[1], shape[2]
+        )));
+    }
+    UNet::new(&cfg.unet, shape[0], shape[1], out, device)
+}
+
+impl DiffusionNet for UNet {
+    const KIND: ModelKind = ModelKind::Ddgm;
+
+    fn process(cfg: &ExperimentConfig) -> Result<GaussianDiffusion> {
+        GaussianDiffusion::new(&cfg.diffusion.schedule_spec(), cfg.diffusion.var_type())
+    }
+
+    fn build(
+        cfg: &ExperimentConfig,
+        d: &GaussianDiffusion,
+        shape: [usize; 3],
+        device: &Device,
+    ) -> Result<Self> {
+        build_unet(cfg, shape, d.model_out_channels(shape[0]), device)
+    }
+
+    fn losses(
+        &self,
+        cfg: &ExperimentConfig,
+        d: &GaussianDiffusion,
+        x0: Tensor<4>,
+        ts: &[usize],
+        eps: Tensor<4>,
+    ) -> LossTerms {
+        let xt = d.q_sample(x0.clone(), ts, eps.clone());
+        let out = self.forward(xt.clone(), &d.model_timesteps_f32(ts));
+        d.training_losses(cfg.diffusion.loss, out, x0, xt, ts, eps)
+    }
+
+    fn sample(
+        &self,
+        d: &GaussianDiffusion,
+        shape: [usize; 3],
+        n: usize,
+        batch: usize,
+        opts: &SampleOptions,
+        device: &Device,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Vec<f32>> {
+        crate::sample::sample_images(self, d, shape, n, batch, opts, device, progress)
+    }
+}
