@@ -25,6 +25,42 @@ pub enum AnalyzeCmd {
     Recon(ReconArgs),
     /// Per-step VLB term (bits/dim), epsilon MSE and x0 MSE (Figure 14a).
     Losses(LossesArgs),
+    /// Denoise other datasets noised with beta1: DAE vs the DDGM's first k steps (Table 2).
+    Transfer(TransferArgs),
+}
+
+#[derive(Args)]
+pub struct TransferArgs {
+    /// The DDGM checkpoint (or run).
+    #[arg(long)]
+    ddgm: PathBuf,
+    /// The DAED checkpoint (or run) whose DAE is used.
+    #[arg(long)]
+    dae: PathBuf,
+    /// Noise level; must equal the DAE's.
+    #[arg(long)]
+    beta1: Option<f64>,
+    /// Target datasets (comma-separated).
+    #[arg(long, value_delimiter = ',', required = true)]
+    target: Vec<String>,
+    /// train or test split of the targets.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Images per target.
+    #[arg(long, default_value_t = 256)]
+    n: usize,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Seed of the noise.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Device.
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Output directory.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -138,6 +174,7 @@ pub fn run(c: AnalyzeCmd) -> Result<()> {
         AnalyzeCmd::Snr(a) => snr(a)?,
         AnalyzeCmd::Recon(a) => recon(a)?,
         AnalyzeCmd::Losses(a) => losses(a)?,
+        AnalyzeCmd::Transfer(a) => transfer(a)?,
     }
     println!("took {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
@@ -358,6 +395,104 @@ fn losses(a: LossesArgs) -> Result<()> {
     );
     println!(
         "wrote {}/losses.csv, losses.png, summary.json",
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn transfer(a: TransferArgs) -> Result<()> {
+    use daed_core::daed::DaedNets;
+    if a.n == 0 || a.batch_size == 0 {
+        bail!("--n and --batch-size must be at least 1");
+    }
+    let device = daed_core::device::resolve(&a.device)?;
+    let ck_g = Checkpoint::open(&a.ddgm)?;
+    let ck_d = Checkpoint::open(&a.dae)?;
+    let (ddgm, d) = ck_g.load_unet(true, &device)?;
+    let (dae, _) = ck_d.load_model::<DaedNets>(true, &device)?;
+    let beta1 = ck_d.config.daed.beta1;
+    if let Some(b) = a.beta1 {
+        if (b - beta1).abs() > 1e-12 {
+            bail!(
+                "--beta1 {b} differs from the DAE's beta1 {beta1} ({})",
+                ck_d.dir.display()
+            );
+        }
+    }
+    let shape = ck_g.state.image_shape;
+    if ck_d.state.image_shape != shape {
+        bail!(
+            "the DDGM works on {:?} images, the DAE on {:?}",
+            shape,
+            ck_d.state.image_shape
+        );
+    }
+    let mut table = Table::new(["target", "model", "mae", "msssim", "k"]);
+    let mut rows_md = vec![("DDGM", Vec::new()), ("DAED", Vec::new())];
+    let mut grids = Vec::new();
+    for name in &a.target {
+        let set = load(name, None, &a.split, Some(a.n))?;
+        let (set, note) = conform(&set, shape, name)?;
+        if let Some(n) = note {
+            println!("note: {n}");
+        }
+        let (pd, pa, imgs, k) = daed_core::analysis::transfer::transfer(
+            &ddgm,
+            &d,
+            &dae,
+            beta1,
+            &set,
+            name,
+            a.batch_size,
+            a.seed,
+            &device,
+        )?;
+        for (model, p) in [("DDGM", &pd), ("DAED", &pa)] {
+            table.push([
+                name.clone(),
+                model.into(),
+                format!("{:.4}", p.mae_mean),
+                format!("{:.4}", p.msssim_mean),
+                k.to_string(),
+            ]);
+        }
+        rows_md[0]
+            .1
+            .push(format!("{:.3} | {:.2}", pd.mae_mean, pd.msssim_mean));
+        rows_md[1]
+            .1
+            .push(format!("{:.3} | {:.2}", pa.mae_mean, pa.msssim_mean));
+        let m = set.len().min(8);
+        let [c, h, w] = shape;
+        let per = c * h * w;
+        let part = |v: &[f32]| ImageSet::from_f32(c, h, w, &v[..m * per]);
+        grids.push((format!("{name}: original"), part(&imgs.original)));
+        grids.push((format!("{name}: noisy"), part(&imgs.noisy)));
+        grids.push((format!("{name}: DDGM"), part(&imgs.ddgm)));
+        grids.push((format!("{name}: DAE"), part(&imgs.dae)));
+        println!(
+            "{name}: DDGM (k = {k} steps) MAE {:.4} MS-SSIM {:.4}; DAE MAE {:.4} MS-SSIM {:.4}",
+            pd.mae_mean, pd.msssim_mean, pa.mae_mean, pa.msssim_mean
+        );
+    }
+    std::fs::create_dir_all(&a.out)?;
+    table.write_csv(a.out.join("transfer.csv"))?;
+    let mut md = format!("Reconstruction of images noised with beta1 = {beta1} (MAE on the [0,1] scale, MS-SSIM)\n\n| Model |");
+    for t in &a.target {
+        md.push_str(&format!(" {t} MAE | {t} MS-SSIM |"));
+    }
+    md.push_str("\n|---|");
+    md.push_str(&"---|---|".repeat(a.target.len()));
+    md.push('\n');
+    for (model, cells) in &rows_md {
+        md.push_str(&format!("| {model} | {} |\n", cells.join(" | ")));
+    }
+    daed_io::atomic::write_atomic(a.out.join("transfer.md"), md.as_bytes())?;
+    let items: Vec<(&str, &ImageSet)> = grids.iter().map(|(n, s)| (n.as_str(), s)).collect();
+    daed_io::grid::save_grids_side_by_side(a.out.join("transfer.png"), &items, 1)?;
+    print!("{md}");
+    println!(
+        "wrote {}/transfer.csv, transfer.md, transfer.png",
         a.out.display()
     );
     Ok(())

@@ -2,6 +2,7 @@
 //!
 //! A thin layer: it parses arguments and configs, calls daed-core, and prints what it returns.
 mod analyze;
+mod daed_cmd;
 mod data;
 mod progress;
 mod sample;
@@ -28,6 +29,9 @@ enum Cmd {
     /// Analyses of where a DDGM switches from generating to denoising.
     #[command(subcommand)]
     Analyze(analyze::AnalyzeCmd),
+    /// DAED helpers: the switch table.
+    #[command(subcommand)]
+    Daed(daed_cmd::DaedCmd),
     /// Datasets: download, inspect.
     #[command(subcommand)]
     Data(data::DataCmd),
@@ -41,6 +45,7 @@ fn main() {
         Cmd::Demo(a) => train::demo(a),
         Cmd::Data(c) => data::run(c),
         Cmd::Analyze(c) => analyze::run(c),
+        Cmd::Daed(c) => daed_cmd::run(c),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

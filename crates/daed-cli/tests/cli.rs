@@ -167,3 +167,97 @@ fn train_resume_sample_and_analyze_end_to_end() {
     let csv = std::fs::read_to_string(d.join("recon/recon.csv")).unwrap();
     assert!(csv.contains("cifar10") && csv.contains("demo"), "{csv}");
 }
+
+#[test]
+fn daed_two_stage_sample_and_transfer_end_to_end() {
+    let d = tmp("daed");
+    let small = |s: &str| {
+        s.replace("steps = 600", "steps = 2")
+            .replace("model_channels = 16", "model_channels = 8")
+            .replace("num_heads = 2", "num_heads = 1")
+            .replace("respacing = \"100\"", "respacing = \"5\"")
+            .replace("n = 64", "n = 4")
+    };
+    let demo = include_str!("../../../configs/demo.toml");
+    std::fs::write(d.join("ddgm.toml"), small(demo)).unwrap();
+    let ddgm = d.join("ddgm");
+    let (ok, t) = daed(&[
+        "train",
+        "--config",
+        d.join("ddgm.toml").to_str().unwrap(),
+        "--out",
+        ddgm.to_str().unwrap(),
+    ]);
+    assert!(ok, "{t}");
+    let dae_cfg = format!(
+        "model = \"daed\"\n{}\n[daed]\nbeta1 = 0.1\nmode = \"two-stage\"\nddgm = \"{}\"\n",
+        small(demo).replace("name = \"demo\"", "name = \"dae\""),
+        ddgm.display()
+    );
+    std::fs::write(d.join("dae.toml"), dae_cfg).unwrap();
+    let dae = d.join("dae");
+    let (ok, t) = daed(&[
+        "train",
+        "--config",
+        d.join("dae.toml").to_str().unwrap(),
+        "--out",
+        dae.to_str().unwrap(),
+    ]);
+    assert!(ok && t.contains("daed with"), "{t}");
+    let (ok, t) = daed(&[
+        "sample",
+        "--checkpoint",
+        dae.to_str().unwrap(),
+        "--n",
+        "2",
+        "--steps",
+        "3",
+        "--out",
+        d.to_str().unwrap(),
+    ]);
+    assert!(ok, "{t}");
+    let (ok, t) = daed(&[
+        "analyze",
+        "transfer",
+        "--ddgm",
+        ddgm.to_str().unwrap(),
+        "--dae",
+        dae.to_str().unwrap(),
+        "--target",
+        "mnist",
+        "--n",
+        "3",
+        "--out",
+        d.join("tr").to_str().unwrap(),
+    ]);
+    assert!(ok && t.contains("| DAED |"), "{t}");
+    let (ok, t) = daed(&[
+        "analyze",
+        "transfer",
+        "--ddgm",
+        ddgm.to_str().unwrap(),
+        "--dae",
+        dae.to_str().unwrap(),
+        "--beta1",
+        "0.2",
+        "--target",
+        "mnist",
+        "--out",
+        d.join("tr").to_str().unwrap(),
+    ]);
+    assert!(!ok && t.contains("beta1"), "{t}");
+    let (ok, t) = daed(&[
+        "daed",
+        "switch-table",
+        "--steps",
+        "500",
+        "--beta-start",
+        "1e-3",
+        "--beta1",
+        "0.025",
+    ]);
+    assert!(
+        ok && t.contains("| 0.025 | 11  |") && t.contains("489"),
+        "{t}"
+    );
+}

@@ -391,7 +391,8 @@ mod tests {
             assert!((d.alphas_cumprod[j] - r * ddgm.alphas_cumprod[k - 1 + j]).abs() < 1e-12);
             assert_eq!(d.timestep_map[j], k - 1 + j);
         }
-        assert!(daed_process(&spec, 0.9999, ModelVarType::FixedLarge).is_err());
+        assert!(daed_process(&spec, 0.999999, ModelVarType::FixedLarge).is_err());
+        assert!(daed_process(&spec, 1.0, ModelVarType::FixedLarge).is_err());
         assert!(daed_process(&spec, 0.0, ModelVarType::FixedLarge).is_err());
     }
 }
