@@ -25,6 +25,14 @@ pub enum AnalyzeCmd {
     Recon(ReconArgs),
     /// Per-step VLB term (bits/dim), epsilon MSE and x0 MSE (Figure 14a).
     Losses(LossesArgs),
+    /// The per-step VLB recorded during training (`train.dynamics_every`) over time (Figure 13).
+    Dynamics {
+        /// The run directory (holding dynamics.jsonl).
+        run: PathBuf,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Denoise other datasets noised with beta1: DAE vs the DDGM's first k steps (Table 2).
     Transfer(TransferArgs),
 }
@@ -175,6 +183,7 @@ pub fn run(c: AnalyzeCmd) -> Result<()> {
         AnalyzeCmd::Recon(a) => recon(a)?,
         AnalyzeCmd::Losses(a) => losses(a)?,
         AnalyzeCmd::Transfer(a) => transfer(a)?,
+        AnalyzeCmd::Dynamics { run, out } => dynamics(&run, &out)?,
     }
     println!("took {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
@@ -494,6 +503,82 @@ fn transfer(a: TransferArgs) -> Result<()> {
     println!(
         "wrote {}/transfer.csv, transfer.md, transfer.png",
         a.out.display()
+    );
+    Ok(())
+}
+
+fn dynamics(run: &Path, out: &Path) -> Result<()> {
+    let path = run.join("dynamics.jsonl");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "{}: no dynamics recorded (train with train.dynamics_every > 0)",
+            path.display()
+        )
+    })?;
+    let mut table = Table::new(["train_step", "t", "vlb_bpd"]);
+    let mut series: std::collections::BTreeMap<u64, (Vec<f64>, Vec<f64>)> = Default::default();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))?;
+        let step = v["train_step"]
+            .as_u64()
+            .with_context(|| format!("{} line {}: no train_step", path.display(), i + 1))?;
+        let ts = v["t"]
+            .as_array()
+            .with_context(|| format!("{} line {}: no t", path.display(), i + 1))?;
+        let vs = v["vlb_bpd"]
+            .as_array()
+            .with_context(|| format!("{} line {}: no vlb_bpd", path.display(), i + 1))?;
+        for (t, val) in ts.iter().zip(vs) {
+            let (t, val) = (t.as_u64().unwrap_or(0), val.as_f64().unwrap_or(f64::NAN));
+            table.push([step.to_string(), t.to_string(), format!("{val:.6e}")]);
+            let e = series.entry(t).or_default();
+            e.0.push(step as f64);
+            e.1.push(val.max(1e-8));
+        }
+    }
+    if series.is_empty() {
+        bail!("{}: empty", path.display());
+    }
+    std::fs::create_dir_all(out)?;
+    table.write_csv(out.join("dynamics.csv"))?;
+    let keys: Vec<u64> = series.keys().copied().collect();
+    let pick: Vec<u64> = if keys.len() <= 8 {
+        keys.clone()
+    } else {
+        (0..8).map(|i| keys[i * (keys.len() - 1) / 7]).collect()
+    };
+    let lines = pick
+        .iter()
+        .map(|t| Series {
+            name: format!("t={t}"),
+            xs: series[t].0.clone(),
+            ys: series[t].1.clone(),
+            band: None,
+        })
+        .collect();
+    let fig = Figure {
+        panels: vec![Panel {
+            title: "VLB term per diffusion step over training".into(),
+            x_label: "training step".into(),
+            y_label: "bits/dim".into(),
+            series: lines,
+            log_y: true,
+            hlines: vec![],
+        }],
+        width: 900,
+        height: 500,
+    };
+    fig.save_png(out.join("dynamics.png"))?;
+    println!(
+        "{} records of {} steps; wrote {}/dynamics.csv, dynamics.png",
+        text.lines().count(),
+        keys.len(),
+        out.display()
     );
     Ok(())
 }

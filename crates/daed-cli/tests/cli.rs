@@ -93,7 +93,11 @@ fn train_resume_sample_and_analyze_end_to_end() {
         .replace("model_channels = 16", "model_channels = 8")
         .replace("num_heads = 2", "num_heads = 1")
         .replace("respacing = \"100\"", "respacing = \"5\"")
-        .replace("n = 64", "n = 4");
+        .replace("n = 64", "n = 4")
+        .replace(
+            "checkpoint_every = 200",
+            "checkpoint_every = 200\ndynamics_every = 1\ndynamics_points = 4",
+        );
     std::fs::write(&cfg, text).unwrap();
     let run = d.join("run");
     let (ok, t) = daed(&[
@@ -138,6 +142,16 @@ fn train_resume_sample_and_analyze_end_to_end() {
         d.to_str().unwrap(),
     ]);
     assert!(ok, "{t}");
+    let (ok, t) = daed(&[
+        "analyze",
+        "dynamics",
+        run.to_str().unwrap(),
+        "--out",
+        d.join("dyn").to_str().unwrap(),
+    ]);
+    assert!(ok, "{t}");
+    let csv = std::fs::read_to_string(d.join("dyn/dynamics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 3 * 4, "{csv}");
     let npz = daed_io::npz::read_npz(d.join("n3_ddim4_seed0.npz")).unwrap();
     assert_eq!(npz["arr_0"].shape, vec![3, 28, 28, 1]);
     let (ok, t) = daed(&[

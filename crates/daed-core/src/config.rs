@@ -148,6 +148,13 @@ pub struct TrainConfig {
     pub keep_checkpoints: usize,
     /// Write a sample grid every N steps (0 = only at the end).
     pub sample_every: u64,
+    /// Record the VLB term at `dynamics_points` steps on a fixed batch every N steps into
+    /// `dynamics.jsonl` (0 = off; Figure 13; DDGM only).
+    pub dynamics_every: u64,
+    /// Number of diffusion steps probed (log-spaced from t = 1 to T).
+    pub dynamics_points: usize,
+    /// Images in the fixed probe batch.
+    pub dynamics_batch: usize,
     /// Output directory of the run (default runs/<name>).
     pub out_dir: Option<PathBuf>,
 }
@@ -233,6 +240,9 @@ impl Default for TrainConfig {
             checkpoint_every: 1000,
             keep_checkpoints: 3,
             sample_every: 0,
+            dynamics_every: 0,
+            dynamics_points: 20,
+            dynamics_batch: 16,
             out_dir: None,
         }
     }

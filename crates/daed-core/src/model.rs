@@ -36,6 +36,17 @@ pub trait DiffusionNet: Module + Clone + Sized {
         ts: &[usize],
         eps: Tensor<4>,
     ) -> LossTerms;
+    /// The VLB term (bits/dim) per sample of x0 at steps `ts` with noise `eps`, when the model
+    /// has one (a DDGM); used to record training dynamics.
+    fn vlb_probe(
+        &self,
+        _d: &GaussianDiffusion,
+        _x0: Tensor<4>,
+        _ts: &[usize],
+        _eps: Tensor<4>,
+    ) -> Option<Tensor<1>> {
+        None
+    }
     /// Completes freshly built networks before training (DAED two-stage loads the DDGM).
     fn prepare(self, _cfg: &ExperimentConfig, _shape: [usize; 3]) -> Result<Self> {
         Ok(self)
@@ -97,6 +108,18 @@ impl DiffusionNet for UNet {
         let xt = d.q_sample(x0.clone(), ts, eps.clone());
         let out = self.forward(xt.clone(), &d.model_timesteps_f32(ts));
         d.training_losses(cfg.diffusion.loss, out, x0, xt, ts, eps)
+    }
+
+    fn vlb_probe(
+        &self,
+        d: &GaussianDiffusion,
+        x0: Tensor<4>,
+        ts: &[usize],
+        eps: Tensor<4>,
+    ) -> Option<Tensor<1>> {
+        let xt = d.q_sample(x0.clone(), ts, eps);
+        let out = self.forward(xt.clone(), &d.model_timesteps_f32(ts));
+        Some(d.vb_terms_bpd(out, x0, xt, ts))
     }
 
     fn sample(

@@ -321,6 +321,40 @@ impl<M: DiffusionNet> Trainer<M> {
         Ok(path)
     }
 
+    /// Appends the model's VLB terms at log-spaced steps on a fixed batch (fixed noise) to
+    /// `dynamics.jsonl` (one line per call).
+    pub fn record_dynamics(&self) -> Result<()> {
+        let t = &self.cfg.train;
+        let tn = self.diffusion.num_steps();
+        let steps = dynamics_steps(tn, t.dynamics_points);
+        let b = t.dynamics_batch.min(self.data.len()).max(1);
+        let [c, h, w] = [self.data.channels, self.data.height, self.data.width];
+        let inner = self.device.clone().inner();
+        let idx: Vec<usize> = (0..b).collect();
+        let x0: Tensor<4> = Tensor::from_data(
+            TensorData::new(self.data.to_f32(&idx), [b, c, h, w]),
+            &inner,
+        );
+        let model = self.model.valid();
+        let mut vals = Vec::new();
+        for &s in &steps {
+            let eps = noise([b, c, h, w], t.seed, u64::MAX - 1, s as u64, &inner);
+            match model.vlb_probe(&self.diffusion, x0.clone(), &vec![s - 1; b], eps) {
+                Some(v) => vals.push(to_vec(v.mean())?[0] as f64),
+                None => return Ok(()),
+            }
+        }
+        let line =
+            serde_json::json!({"train_step": self.step, "t": steps, "vlb_bpd": vals}).to_string();
+        let path = self.run_dir.join("dynamics.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
+    }
+
     /// Trains until `train.steps`, logging, sampling and checkpointing on the way.
     pub fn run(&mut self, obs: &mut dyn Observer) -> Result<()> {
         std::fs::create_dir_all(&self.run_dir).map_err(|e| Error::io(&self.run_dir, e))?;
@@ -357,6 +391,9 @@ impl<M: DiffusionNet> Trainer<M> {
                 let p = self.save_checkpoint()?;
                 obs.message(&format!("checkpoint {}", p.display()));
             }
+            if t.dynamics_every > 0 && (self.step % t.dynamics_every == 0 || self.step == 1) {
+                self.record_dynamics()?;
+            }
             if (t.sample_every > 0 && self.step % t.sample_every == 0) || self.step == t.steps {
                 let p = self.write_grid()?;
                 obs.message(&format!("samples {}", p.display()));
@@ -364,6 +401,17 @@ impl<M: DiffusionNet> Trainer<M> {
         }
         Ok(())
     }
+}
+
+/// `points` log-spaced steps from 1 to `total` (1-based, distinct, ascending).
+pub fn dynamics_steps(total: usize, points: usize) -> Vec<usize> {
+    let p = points.max(2);
+    let mut v: Vec<usize> = (0..p)
+        .map(|i| ((total as f64).powf(i as f64 / (p - 1) as f64)).round() as usize)
+        .map(|s| s.clamp(1, total))
+        .collect();
+    v.dedup();
+    v
 }
 
 /// Saves a square-ish grid, upscaled 2x for images of 32 px or less so they are easy to see.
