@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use daed_core::analysis::conform;
 use daed_core::analysis::losses::loss_breakdown;
 use daed_core::analysis::recon::{reconstruction_curve, step_grid};
+use daed_core::burn::tensor::Device;
 use daed_core::diffusion::schedule::alphas_cumprod;
 use daed_core::diffusion::{BetaSchedule, ScheduleSpec};
 use daed_core::train::Checkpoint;
@@ -57,18 +58,38 @@ pub struct TransferArgs {
     /// Images per target.
     #[arg(long, default_value_t = 256)]
     n: usize,
+    #[command(flatten)]
+    run: RunOpts,
+}
+
+/// Options shared by the commands that run a model.
+#[derive(Args)]
+pub struct RunOpts {
     /// Images per forward pass.
     #[arg(long, default_value_t = 128)]
     batch_size: usize,
     /// Seed of the noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Use the raw weights instead of the EMA.
+    #[arg(long)]
+    no_ema: bool,
     /// Device.
     #[arg(long, default_value = "auto")]
     device: String,
     /// Output directory.
     #[arg(long)]
     out: PathBuf,
+}
+
+impl RunOpts {
+    /// Checks `n` and the batch size, resolves the device.
+    fn device(&self, n: usize) -> Result<Device> {
+        if n == 0 || self.batch_size == 0 {
+            bail!("--n and --batch-size must be at least 1");
+        }
+        Ok(daed_core::device::resolve(&self.device)?)
+    }
 }
 
 #[derive(Args)]
@@ -125,21 +146,8 @@ pub struct ReconArgs {
     /// Images per dataset.
     #[arg(long, default_value_t = 256)]
     n: usize,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 128)]
-    batch_size: usize,
-    /// Seed of the noise.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Use the raw weights instead of the EMA.
-    #[arg(long)]
-    no_ema: bool,
-    /// Device.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// Output directory.
-    #[arg(long)]
-    out: PathBuf,
+    #[command(flatten)]
+    run: RunOpts,
 }
 
 #[derive(Args)]
@@ -159,21 +167,8 @@ pub struct LossesArgs {
     /// Number of images.
     #[arg(long, default_value_t = 1000)]
     n: usize,
-    /// Images per forward pass.
-    #[arg(long, default_value_t = 128)]
-    batch_size: usize,
-    /// Seed of the noise.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Use the raw weights instead of the EMA.
-    #[arg(long)]
-    no_ema: bool,
-    /// Device.
-    #[arg(long, default_value = "auto")]
-    device: String,
-    /// Output directory.
-    #[arg(long)]
-    out: PathBuf,
+    #[command(flatten)]
+    run: RunOpts,
 }
 
 pub fn run(c: AnalyzeCmd) -> Result<()> {
@@ -243,12 +238,9 @@ fn snr(a: SnrArgs) -> Result<()> {
 }
 
 fn recon(a: ReconArgs) -> Result<()> {
-    if a.n == 0 || a.batch_size == 0 {
-        bail!("--n and --batch-size must be at least 1");
-    }
+    let device = a.run.device(a.n)?;
     let ck = Checkpoint::open(&a.checkpoint)?;
-    let device = daed_core::device::resolve(&a.device)?;
-    let (net, d) = ck.load_unet(!a.no_ema, &device)?;
+    let (net, d) = ck.load_unet(!a.run.no_ema, &device)?;
     let steps = step_grid(d.num_steps(), a.until, a.points)?;
     let shape = ck.state.image_shape;
     let mut points = Vec::new();
@@ -267,8 +259,8 @@ fn recon(a: ReconArgs) -> Result<()> {
             &set,
             &name,
             &steps,
-            a.batch_size,
-            a.seed,
+            a.run.batch_size,
+            a.run.seed,
             &device,
             &mut |k, total| {
                 pb.set_length(total as u64);
@@ -278,7 +270,7 @@ fn recon(a: ReconArgs) -> Result<()> {
         pb.finish();
         points.extend(p);
     }
-    daed_eval::recon::write_recon_outputs(&a.out, &points, d.num_steps())?;
+    daed_eval::recon::write_recon_outputs(&a.run.out, &points, d.num_steps())?;
     for (name, s) in daed_eval::recon::recon_summary(&points, d.num_steps()) {
         println!(
             "{name}: MAE > 0.1 first at t = {}, MS-SSIM < 0.9 first at t = {} (T = {})",
@@ -293,18 +285,15 @@ fn recon(a: ReconArgs) -> Result<()> {
     }
     println!(
         "wrote {}/recon.csv, recon.png, summary.json",
-        a.out.display()
+        a.run.out.display()
     );
     Ok(())
 }
 
 fn losses(a: LossesArgs) -> Result<()> {
-    if a.n == 0 || a.batch_size == 0 {
-        bail!("--n and --batch-size must be at least 1");
-    }
+    let device = a.run.device(a.n)?;
     let ck = Checkpoint::open(&a.checkpoint)?;
-    let device = daed_core::device::resolve(&a.device)?;
-    let (net, d) = ck.load_unet(!a.no_ema, &device)?;
+    let (net, d) = ck.load_unet(!a.run.no_ema, &device)?;
     let set = load(&a.dataset, a.data.as_deref(), &a.split, Some(a.n))?;
     let (set, note) = conform(&set, ck.state.image_shape, &a.dataset)?;
     if let Some(n) = note {
@@ -315,8 +304,8 @@ fn losses(a: LossesArgs) -> Result<()> {
         &net,
         &d,
         &set,
-        a.batch_size,
-        a.seed,
+        a.run.batch_size,
+        a.run.seed,
         &device,
         &mut |k, total| {
             pb.set_length(total as u64);
@@ -335,8 +324,8 @@ fn losses(a: LossesArgs) -> Result<()> {
             format!("{c:.6}"),
         ]);
     }
-    std::fs::create_dir_all(&a.out)?;
-    table.write_csv(a.out.join("losses.csv"))?;
+    std::fs::create_dir_all(&a.run.out)?;
+    table.write_csv(a.run.out.join("losses.csv"))?;
     let tn = br.steps.len();
     let one_pct = ((tn as f64) * 0.01).ceil().max(1.0) as usize;
     let summary = serde_json::json!({
@@ -348,7 +337,7 @@ fn losses(a: LossesArgs) -> Result<()> {
         "images": set.len(),
         "checkpoint_step": ck.state.step,
     });
-    write_json(a.out.join("summary.json"), &summary)?;
+    write_json(a.run.out.join("summary.json"), &summary)?;
     let ts: Vec<f64> = br.steps.iter().map(|s| s.t as f64).collect();
     let series = |name: &str, ys: Vec<f64>| Series {
         name: name.into(),
@@ -395,7 +384,7 @@ fn losses(a: LossesArgs) -> Result<()> {
         width: 1500,
         height: 450,
     };
-    fig.save_png(a.out.join("losses.png"))?;
+    fig.save_png(a.run.out.join("losses.png"))?;
     println!(
         "total {:.4} bits/dim; the first step holds {:.1}% of the VLB, the first {one_pct} step(s) (1%) {:.1}%",
         br.total_bpd(),
@@ -404,21 +393,18 @@ fn losses(a: LossesArgs) -> Result<()> {
     );
     println!(
         "wrote {}/losses.csv, losses.png, summary.json",
-        a.out.display()
+        a.run.out.display()
     );
     Ok(())
 }
 
 fn transfer(a: TransferArgs) -> Result<()> {
     use daed_core::daed::DaedNets;
-    if a.n == 0 || a.batch_size == 0 {
-        bail!("--n and --batch-size must be at least 1");
-    }
-    let device = daed_core::device::resolve(&a.device)?;
+    let device = a.run.device(a.n)?;
     let ck_g = Checkpoint::open(&a.ddgm)?;
     let ck_d = Checkpoint::open(&a.dae)?;
-    let (ddgm, d) = ck_g.load_unet(true, &device)?;
-    let (dae, _) = ck_d.load_model::<DaedNets>(true, &device)?;
+    let (ddgm, d) = ck_g.load_unet(!a.run.no_ema, &device)?;
+    let (dae, _) = ck_d.load_model::<DaedNets>(!a.run.no_ema, &device)?;
     let beta1 = ck_d.config.daed.beta1;
     if let Some(b) = a.beta1 {
         if (b - beta1).abs() > 1e-12 {
@@ -452,8 +438,8 @@ fn transfer(a: TransferArgs) -> Result<()> {
             beta1,
             &set,
             name,
-            a.batch_size,
-            a.seed,
+            a.run.batch_size,
+            a.run.seed,
             &device,
         )?;
         for (model, p) in [("DDGM", &pd), ("DAED", &pa)] {
@@ -484,8 +470,8 @@ fn transfer(a: TransferArgs) -> Result<()> {
             pd.mae_mean, pd.msssim_mean, pa.mae_mean, pa.msssim_mean
         );
     }
-    std::fs::create_dir_all(&a.out)?;
-    table.write_csv(a.out.join("transfer.csv"))?;
+    std::fs::create_dir_all(&a.run.out)?;
+    table.write_csv(a.run.out.join("transfer.csv"))?;
     let mut md = format!("Reconstruction of images noised with beta1 = {beta1} (MAE on the [0,1] scale, MS-SSIM)\n\n| Model |");
     for t in &a.target {
         md.push_str(&format!(" {t} MAE | {t} MS-SSIM |"));
@@ -496,13 +482,13 @@ fn transfer(a: TransferArgs) -> Result<()> {
     for (model, cells) in &rows_md {
         md.push_str(&format!("| {model} | {} |\n", cells.join(" | ")));
     }
-    daed_io::atomic::write_atomic(a.out.join("transfer.md"), md.as_bytes())?;
+    daed_io::atomic::write_atomic(a.run.out.join("transfer.md"), md.as_bytes())?;
     let items: Vec<(&str, &ImageSet)> = grids.iter().map(|(n, s)| (n.as_str(), s)).collect();
-    daed_io::grid::save_grids_side_by_side(a.out.join("transfer.png"), &items, 1)?;
+    daed_io::grid::save_grids_side_by_side(a.run.out.join("transfer.png"), &items, 1)?;
     print!("{md}");
     println!(
         "wrote {}/transfer.csv, transfer.md, transfer.png",
-        a.out.display()
+        a.run.out.display()
     );
     Ok(())
 }
