@@ -34,6 +34,8 @@ pub enum AnalyzeCmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// DAEs with several beta1 on one DDGM: same-noise grids, FID vs log-SNR (Figures 4, 5).
+    Switch(crate::switch::SwitchArgs),
     /// Denoise other datasets noised with beta1: DAE vs the DDGM's first k steps (Table 2).
     Transfer(TransferArgs),
 }
@@ -178,6 +180,7 @@ pub fn run(c: AnalyzeCmd) -> Result<()> {
         AnalyzeCmd::Recon(a) => recon(a)?,
         AnalyzeCmd::Losses(a) => losses(a)?,
         AnalyzeCmd::Transfer(a) => transfer(a)?,
+        AnalyzeCmd::Switch(a) => crate::switch::run(a)?,
         AnalyzeCmd::Dynamics { run, out } => dynamics(&run, &out)?,
     }
     println!("took {:.1} s", start.elapsed().as_secs_f64());

@@ -4,8 +4,10 @@
 mod analyze;
 mod daed_cmd;
 mod data;
+mod eval;
 mod progress;
 mod sample;
+mod switch;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +34,8 @@ enum Cmd {
     /// DAED helpers: the switch table.
     #[command(subcommand)]
     Daed(daed_cmd::DaedCmd),
+    /// Sample quality: FID, sFID, IS, precision/recall, PRD (and `eval stats`).
+    Eval(Box<eval::EvalArgs>),
     /// Datasets: download, inspect.
     #[command(subcommand)]
     Data(data::DataCmd),
@@ -44,6 +48,7 @@ fn main() {
         Cmd::Sample(a) => sample::run(a),
         Cmd::Demo(a) => train::demo(a),
         Cmd::Data(c) => data::run(c),
+        Cmd::Eval(a) => eval::run(*a),
         Cmd::Analyze(c) => analyze::run(c),
         Cmd::Daed(c) => daed_cmd::run(c),
     };

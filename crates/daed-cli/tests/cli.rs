@@ -260,6 +260,36 @@ fn daed_two_stage_sample_and_transfer_end_to_end() {
         d.join("tr").to_str().unwrap(),
     ]);
     assert!(!ok && t.contains("beta1"), "{t}");
+    // Figure 4/5 sweep on the tiny DDGM: one DAE, four samples each, FID against four images.
+    let sw = d.join("sw");
+    let (ok, t) = daed(&[
+        "analyze",
+        "switch",
+        "--ddgm",
+        ddgm.to_str().unwrap(),
+        "--beta1",
+        "0.1",
+        "--dae-steps",
+        "2",
+        "--n",
+        "4",
+        "--reference-n",
+        "4",
+        "--sample-steps",
+        "3",
+        "--out",
+        sw.to_str().unwrap(),
+    ]);
+    assert!(ok, "{t}");
+    let csv = std::fs::read_to_string(sw.join("switch.csv")).unwrap();
+    assert!(
+        csv.starts_with("beta1,k,log_snr,fid,precision,recall") && csv.lines().count() == 3,
+        "{csv}"
+    );
+    assert!(
+        sw.join("switch_grids.png").is_file()
+            && sw.join("dae_beta1_0.1/checkpoints/latest").is_file()
+    );
     let (ok, t) = daed(&[
         "daed",
         "switch-table",

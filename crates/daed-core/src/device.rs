@@ -5,15 +5,15 @@ use crate::{Error, Result};
 
 /// Names of the devices this build can use, for help texts.
 pub fn available() -> Vec<&'static str> {
-    #[allow(unused_mut, clippy::vec_init_then_push)]
-    let mut v: Vec<&'static str> = Vec::new();
-    #[cfg(feature = "flex")]
-    v.push("flex");
-    #[cfg(feature = "torch")]
-    v.push("torch");
-    #[cfg(feature = "cuda")]
-    v.push("cuda");
-    v
+    [
+        ("flex", cfg!(feature = "flex")),
+        ("torch", cfg!(feature = "torch")),
+        ("cuda", cfg!(feature = "cuda")),
+    ]
+    .iter()
+    .filter(|(_, on)| *on)
+    .map(|(n, _)| *n)
+    .collect()
 }
 
 /// Resolves a device name (`flex`, `torch`, `cuda`, `cuda:N`, or `auto`: CUDA when built with

@@ -9,6 +9,7 @@ pub mod daed;
 pub mod device;
 pub mod diffusion;
 pub mod error;
+pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod rng;

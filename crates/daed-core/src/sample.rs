@@ -122,6 +122,9 @@ pub fn sample_images(
     )
 }
 
+/// A sampling run over one batch: (noise, batch id, progress) -> images.
+pub type BatchRun<'a> = dyn FnMut(Tensor<4>, u64, &mut dyn FnMut(usize, usize)) -> Tensor<4> + 'a;
+
 /// Runs `run(noise, batch_id, progress)` over batches of pure noise and collects the images.
 #[allow(clippy::too_many_arguments)]
 pub fn batched(
@@ -132,7 +135,7 @@ pub fn batched(
     device: &Device,
     steps: usize,
     progress: &mut dyn FnMut(usize, usize),
-    run: &mut dyn FnMut(Tensor<4>, u64, &mut dyn FnMut(usize, usize)) -> Tensor<4>,
+    run: &mut BatchRun,
 ) -> Result<Vec<f32>> {
     let nb = n.div_ceil(batch);
     let per: usize = shape.iter().product();

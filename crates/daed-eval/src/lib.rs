@@ -3,6 +3,9 @@
 //! * [`ssim`]: SSIM and MS-SSIM on host `f32` images (pytorch-msssim conventions), with a documented
 //!   adaptation of MS-SSIM to small (28, 32, 64 px) images.
 //! * [`snr`]: the per-image log-SNR of the forward diffusion (paper eq. 10, Figures 1 and 7).
+//! * [`fid`], [`inception_score`], [`prdc`], [`prd`]: FID/sFID statistics and the Fréchet
+//!   distance, Inception Score, k-NN precision/recall and PRD on Inception features
+//!   ([`linalg`] holds the dense f64 kernels they need).
 //! * [`recon`]: MAE / MS-SSIM statistics of reconstructions at step `t` (Figure 2), with CSV, PNG and
 //!   JSON outputs.
 //!
@@ -11,6 +14,11 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod fid;
+pub mod inception_score;
+pub mod linalg;
+pub mod prd;
+pub mod prdc;
 pub mod recon;
 pub mod snr;
 pub mod ssim;
