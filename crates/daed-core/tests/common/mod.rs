@@ -5,7 +5,7 @@ use daed_core::config::ExperimentConfig;
 /// A tiny, fast config on the embedded demo data.
 pub fn tiny_config(out: &std::path::Path) -> ExperimentConfig {
     let mut c =
-        ExperimentConfig::from_toml(include_str!("../../../configs/demo.toml"), "demo.toml")
+        ExperimentConfig::from_toml(include_str!("../../../../configs/demo.toml"), "demo.toml")
             .unwrap();
     c.name = "test".into();
     c.device = "flex".into();
