@@ -128,6 +128,9 @@ pub struct TrainConfig {
     pub steps: u64,
     /// Images per step.
     pub batch_size: usize,
+    /// Split each batch into micro-batches of this size and accumulate the gradients (same
+    /// update, less memory; 0 = the whole batch at once).
+    pub micro_batch: usize,
     /// AdamW learning rate.
     pub lr: f64,
     /// AdamW decoupled weight decay.
@@ -230,6 +233,7 @@ impl Default for TrainConfig {
         Self {
             steps: 100_000,
             batch_size: 128,
+            micro_batch: 0,
             lr: 1e-4,
             weight_decay: 0.0,
             lr_anneal: false,

@@ -3,7 +3,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use daed_io::images::ImageSet;
 
@@ -217,12 +217,41 @@ impl<M: DiffusionNet> Trainer<M> {
         );
         // Noise first, then dropout: both from the device RNG seeded for this step.
         let eps = noise([b, c, h, w], seed, self.step, 2, &self.device);
-        let terms = self.model.losses(&self.cfg, &self.diffusion, x0, &ts, eps);
-        let wv: Vec<f32> = ws.iter().map(|&x| x as f32).collect();
-        let wt: Tensor<1> = Tensor::from_data(TensorData::new(wv, [b]), &self.device);
-        let per_sample = terms.loss.clone() * wt;
-        let loss = per_sample.clone().mean();
-        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        // Micro-batches: the same loss and gradient as the whole batch, in less memory.
+        let mb = match self.cfg.train.micro_batch {
+            0 => b,
+            m => m.min(b),
+        };
+        let mut acc = GradientsAccumulator::<M>::new();
+        let (mut host, mut raw, mut mse, mut vb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for s in (0..b).step_by(mb) {
+            let n = mb.min(b - s);
+            let (x0c, epsc) = if n == b {
+                (x0.clone(), eps.clone())
+            } else {
+                (x0.clone().narrow(0, s, n), eps.clone().narrow(0, s, n))
+            };
+            let terms = self
+                .model
+                .losses(&self.cfg, &self.diffusion, x0c, &ts[s..s + n], epsc);
+            let wv: Vec<f32> = ws[s..s + n].iter().map(|&x| x as f32).collect();
+            let wt: Tensor<1> = Tensor::from_data(TensorData::new(wv, [n]), &self.device);
+            let per_sample = terms.loss.clone() * wt;
+            let loss = per_sample.clone().sum().div_scalar(b as f64);
+            acc.accumulate(
+                &self.model,
+                GradientsParams::from_grads(loss.backward(), &self.model),
+            );
+            host.extend(to_vec(per_sample.inner())?);
+            raw.extend(to_vec(terms.loss.inner())?);
+            if let Some(m) = terms.mse {
+                mse.extend(to_vec(m.inner())?);
+            }
+            if let Some(v) = terms.vb {
+                vb.extend(to_vec(v.inner())?);
+            }
+        }
+        let grads = acc.grads();
         let lr = self.lr();
         let settings = AdamWSettings {
             lr,
@@ -239,8 +268,6 @@ impl<M: DiffusionNet> Trainer<M> {
         self.ema = ema_update(ema, &self.model, self.cfg.train.ema_rate);
         self.step += 1;
 
-        let host = to_vec(per_sample.inner())?;
-        let raw = to_vec(terms.loss.inner())?;
         self.sampler
             .update(&ts, &raw.iter().map(|&x| x as f64).collect::<Vec<_>>());
         let mut quartiles = [(0.0, 0); 4];
@@ -250,14 +277,13 @@ impl<M: DiffusionNet> Trainer<M> {
             quartiles[q].0 += l as f64;
             quartiles[q].1 += 1;
         }
-        let mean = |t: Option<Tensor<1>>| -> Result<Option<f64>> {
-            t.map(|t| to_vec(t.inner().mean()).map(|v| v[0] as f64))
-                .transpose()
+        let mean = |v: &[f32]| {
+            (!v.is_empty()).then(|| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64)
         };
         Ok(StepStats {
             loss: host.iter().map(|&x| x as f64).sum::<f64>() / b as f64,
-            mse: mean(terms.mse)?,
-            vb: mean(terms.vb)?,
+            mse: mean(&mse),
+            vb: mean(&vb),
             grad_norm,
             lr,
             quartiles,
