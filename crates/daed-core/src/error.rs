@@ -20,8 +20,8 @@ pub enum Error {
         /// What is wrong, naming the key.
         msg: String,
     },
-    /// A checkpoint is missing, incomplete, corrupt or does not fit the model.
-    #[error("checkpoint {path}: {msg}")]
+    /// A checkpoint or weight file is missing, incomplete, corrupt or does not fit the model.
+    #[error("{path}: {msg}")]
     Checkpoint {
         /// The checkpoint file or directory.
         path: PathBuf,
