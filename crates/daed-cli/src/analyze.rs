@@ -16,7 +16,7 @@ use daed_io::images::ImageSet;
 use daed_io::plot::{Figure, Panel, Series};
 use daed_io::table::{write_json, Table};
 
-use crate::progress::bar;
+use crate::progress::{bar, tracker};
 
 #[derive(Subcommand)]
 pub enum AnalyzeCmd {
@@ -265,10 +265,7 @@ fn recon(a: ReconArgs) -> Result<()> {
             a.run.batch_size,
             a.run.seed,
             &device,
-            &mut |k, total| {
-                pb.set_length(total as u64);
-                pb.set_position(k as u64);
-            },
+            &mut tracker(&pb),
         )?;
         pb.finish();
         points.extend(p);
@@ -310,10 +307,7 @@ fn losses(a: LossesArgs) -> Result<()> {
         a.run.batch_size,
         a.run.seed,
         &device,
-        &mut |k, total| {
-            pb.set_length(total as u64);
-            pb.set_position(k as u64);
-        },
+        &mut tracker(&pb),
     )?;
     pb.finish();
     let share = br.cumulative_share();

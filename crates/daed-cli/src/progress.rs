@@ -16,6 +16,14 @@ pub fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// A `(done, total)` callback that drives `pb`, for the library's progress parameters.
+pub fn tracker(pb: &ProgressBar) -> impl FnMut(usize, usize) + '_ {
+    |k, total| {
+        pb.set_length(total as u64);
+        pb.set_position(k as u64);
+    }
+}
+
 /// Draws training progress: step, loss (running mean), ETA.
 pub struct TrainBar {
     pb: Option<ProgressBar>,

@@ -16,7 +16,7 @@ use daed_io::images::ImageSet;
 use daed_io::plot::{Figure, Panel, Series};
 use daed_io::table::{write_json, Table};
 
-use crate::progress::bar;
+use crate::progress::{bar, tracker};
 
 #[derive(Args)]
 pub struct SwitchArgs {
@@ -81,6 +81,11 @@ pub fn run(a: SwitchArgs) -> Result<()> {
     let mut data_cfg = ck.config.clone();
     data_cfg.data.limit = None;
     let data = load_data(&data_cfg)?;
+    // The DAEs train on the DDGM's own data: the set above unless the DDGM used a limit.
+    let train_data = match ck.config.data.limit {
+        None => data.clone(),
+        Some(_) => load_data(&ck.config)?,
+    };
     let shape = ck.state.image_shape;
     let mean_ln_p = {
         let p = daed_eval::snr::image_powers(&data);
@@ -132,8 +137,7 @@ pub fn run(a: SwitchArgs) -> Result<()> {
                 a.dae_steps,
                 dir.display()
             );
-            let train_data = load_data(&cfg)?;
-            let mut t = Trainer::<DaedNets>::new(cfg, train_data)?;
+            let mut t = Trainer::<DaedNets>::new(cfg, train_data.clone())?;
             t.run(&mut crate::progress::TrainBar::new())?;
         }
         let dck = Checkpoint::open(&dir)?;
@@ -235,18 +239,7 @@ fn draw<M: DiffusionNet>(
     what: &str,
 ) -> Result<ImageSet> {
     let pb = bar(1, &format!("sample {what}"));
-    let imgs = net.sample(
-        d,
-        shape,
-        a.n,
-        a.batch_size,
-        opts,
-        device,
-        &mut |k, total| {
-            pb.set_length(total as u64);
-            pb.set_position(k as u64);
-        },
-    )?;
+    let imgs = net.sample(d, shape, a.n, a.batch_size, opts, device, &mut tracker(&pb))?;
     pb.finish();
     Ok(ImageSet::from_f32(shape[0], shape[1], shape[2], &imgs))
 }

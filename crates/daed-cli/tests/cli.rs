@@ -23,6 +23,16 @@ fn tmp(name: &str) -> std::path::PathBuf {
     d
 }
 
+/// The demo preset shrunk to a few seconds: 2 steps, 8 channels, 5 sampling steps, 4 samples.
+fn tiny_demo_config() -> String {
+    include_str!("../../../configs/demo.toml")
+        .replace("steps = 600", "steps = 2")
+        .replace("model_channels = 16", "model_channels = 8")
+        .replace("num_heads = 2", "num_heads = 1")
+        .replace("respacing = \"100\"", "respacing = \"5\"")
+        .replace("n = 64", "n = 4")
+}
+
 #[test]
 fn commands_reject_bad_input_with_clear_errors() {
     let (ok, t) = daed(&["sample", "--checkpoint", "/no/such/run"]);
@@ -88,16 +98,10 @@ fn commands_reject_bad_input_with_clear_errors() {
 fn train_resume_sample_and_analyze_end_to_end() {
     let d = tmp("e2e");
     let cfg = d.join("c.toml");
-    let text = include_str!("../../../configs/demo.toml")
-        .replace("steps = 600", "steps = 2")
-        .replace("model_channels = 16", "model_channels = 8")
-        .replace("num_heads = 2", "num_heads = 1")
-        .replace("respacing = \"100\"", "respacing = \"5\"")
-        .replace("n = 64", "n = 4")
-        .replace(
-            "checkpoint_every = 200",
-            "checkpoint_every = 200\ndynamics_every = 1\ndynamics_points = 4",
-        );
+    let text = tiny_demo_config().replace(
+        "checkpoint_every = 200",
+        "checkpoint_every = 200\ndynamics_every = 1\ndynamics_points = 4",
+    );
     std::fs::write(&cfg, text).unwrap();
     let run = d.join("run");
     let (ok, t) = daed(&[
@@ -185,15 +189,7 @@ fn train_resume_sample_and_analyze_end_to_end() {
 #[test]
 fn daed_two_stage_sample_and_transfer_end_to_end() {
     let d = tmp("daed");
-    let small = |s: &str| {
-        s.replace("steps = 600", "steps = 2")
-            .replace("model_channels = 16", "model_channels = 8")
-            .replace("num_heads = 2", "num_heads = 1")
-            .replace("respacing = \"100\"", "respacing = \"5\"")
-            .replace("n = 64", "n = 4")
-    };
-    let demo = include_str!("../../../configs/demo.toml");
-    std::fs::write(d.join("ddgm.toml"), small(demo)).unwrap();
+    std::fs::write(d.join("ddgm.toml"), tiny_demo_config()).unwrap();
     let ddgm = d.join("ddgm");
     let (ok, t) = daed(&[
         "train",
@@ -205,7 +201,7 @@ fn daed_two_stage_sample_and_transfer_end_to_end() {
     assert!(ok, "{t}");
     let dae_cfg = format!(
         "model = \"daed\"\n{}\n[daed]\nbeta1 = 0.1\nmode = \"two-stage\"\nddgm = \"{}\"\n",
-        small(demo).replace("name = \"demo\"", "name = \"dae\""),
+        tiny_demo_config().replace("name = \"demo\"", "name = \"dae\""),
         ddgm.display()
     );
     std::fs::write(d.join("dae.toml"), dae_cfg).unwrap();

@@ -22,6 +22,19 @@ pub struct SampleOptions {
     pub seed: u64,
 }
 
+impl SampleOptions {
+    /// Ancestral sampling over every step, x0 clipped: what the analyses use.
+    pub fn ancestral(seed: u64) -> Self {
+        Self {
+            respacing: String::new(),
+            ddim: false,
+            eta: 0.0,
+            clip_denoised: true,
+            seed,
+        }
+    }
+}
+
 /// The (possibly respaced) process used for sampling.
 pub fn sampling_diffusion(base: &GaussianDiffusion, respacing: &str) -> Result<GaussianDiffusion> {
     if respacing.trim().is_empty() {

@@ -1,8 +1,9 @@
 //! Per-step loss terms (Figure 14a, Appendix A.3), as improved-diffusion's bits-per-dim loop:
 //! for every t the VLB term (bits/dim), the epsilon MSE and the x0 MSE, plus the prior term.
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 
+use super::{image_batches, ImageBatch};
 use crate::diffusion::loss::{mean_flat, normal_kl};
 use crate::diffusion::GaussianDiffusion;
 use crate::nn::EpsModel;
@@ -73,36 +74,30 @@ pub fn loss_breakdown(
     let mut sums = vec![(0.0f64, 0.0f64, 0.0f64); tn];
     let mut prior = 0.0;
     let nb = n.div_ceil(batch);
-    for (bi, start) in (0..n).step_by(batch).enumerate() {
-        let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
-        let b = idx.len();
-        let x0 = Tensor::<4>::from_data(TensorData::new(set.to_f32(&idx), [b, c, h, w]), device);
+    for ImageBatch { index, x0, .. } in image_batches(set, batch, device) {
+        let (bi, b) = (index as usize, x0.dims()[0]);
         for t in (0..tn).rev() {
             let ts = vec![t; b];
-            let eps = noise([b, c, h, w], seed, bi as u64, t as u64, device);
+            let eps = noise([b, c, h, w], seed, index, t as u64, device);
             let xt = d.q_sample(x0.clone(), &ts, eps.clone());
             let out = model.predict(xt.clone(), &d.model_timesteps_f32(&ts));
             let vb = d.vb_terms_bpd(out.clone(), x0.clone(), xt.clone(), &ts);
             let pm = d.p_mean_variance(out, xt, &ts, true);
             let eps_mse = mean_flat((pm.eps - eps).square());
             let x0_mse = mean_flat((pm.pred_xstart - x0.clone()).square());
-            let sum = |t: Tensor<1>| to_vec(t.sum()).map(|v| v[0] as f64);
-            sums[t].0 += sum(vb)?;
-            sums[t].1 += sum(eps_mse)?;
-            sums[t].2 += sum(x0_mse)?;
+            // One read-back per step for the three sums.
+            let s = to_vec(Tensor::cat(vec![vb.sum(), eps_mse.sum(), x0_mse.sum()], 0))?;
+            sums[t].0 += s[0] as f64;
+            sums[t].1 += s[1] as f64;
+            sums[t].2 += s[2] as f64;
             progress(bi * tn + (tn - t), nb * tn);
         }
         // Prior: KL(N(sqrt(abar_T) x0, 1 - abar_T) || N(0, 1)).
         let ab = d.alphas_cumprod[tn - 1];
         let mean = x0.clone().mul_scalar(ab.sqrt());
         let lv = x0.zeros_like().add_scalar((1.0 - ab).ln());
-        let kl = mean_flat(normal_kl(
-            mean,
-            lv,
-            zeros([b, c, h, w], device),
-            zeros([b, c, h, w], device),
-        ))
-        .div_scalar(std::f64::consts::LN_2);
+        let kl = mean_flat(normal_kl(mean, lv, x0.zeros_like(), x0.zeros_like()))
+            .div_scalar(std::f64::consts::LN_2);
         prior += to_vec(kl.sum())?[0] as f64;
     }
     let nf = n as f64;
@@ -119,8 +114,4 @@ pub fn loss_breakdown(
             .collect(),
         prior_bpd: prior / nf,
     })
-}
-
-fn zeros(shape: [usize; 4], device: &Device) -> Tensor<4> {
-    Tensor::zeros(shape, device)
 }

@@ -34,3 +34,36 @@ pub fn conform(
     let note = (!notes.is_empty()).then(|| format!("{name}: {}", notes.join(", ")));
     Ok((out, note))
 }
+
+/// One batch of a dataset: its index, the host pixels in [-1, 1] and the same as a tensor.
+pub struct ImageBatch {
+    /// Batch number (keys the noise).
+    pub index: u64,
+    /// Pixels, NCHW, scaled to [-1, 1].
+    pub host: Vec<f32>,
+    /// The same pixels on the device, [b, C, H, W].
+    pub x0: burn::tensor::Tensor<4>,
+}
+
+/// The images of `set` in batches of `batch`, in order, on `device`.
+pub fn image_batches<'a>(
+    set: &'a ImageSet,
+    batch: usize,
+    device: &'a burn::tensor::Device,
+) -> impl Iterator<Item = ImageBatch> + 'a {
+    let [c, h, w] = [set.channels, set.height, set.width];
+    let n = set.len();
+    (0..n)
+        .step_by(batch.max(1))
+        .enumerate()
+        .map(move |(bi, start)| {
+            let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
+            let host = set.to_f32(&idx);
+            let data = burn::tensor::TensorData::new(host.clone(), [idx.len(), c, h, w]);
+            ImageBatch {
+                index: bi as u64,
+                host,
+                x0: burn::tensor::Tensor::from_data(data, device),
+            }
+        })
+}

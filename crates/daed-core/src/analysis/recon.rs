@@ -1,9 +1,10 @@
 //! Reconstruction error (Figures 2 and 3): noise x0 to step t, run the backward process from t
 //! down to 0, compare with x0 (MAE on the [0,1] scale, MS-SSIM).
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use daed_eval::recon::{recon_point, ReconPoint};
 use daed_io::images::ImageSet;
 
+use super::{image_batches, ImageBatch};
 use crate::diffusion::GaussianDiffusion;
 use crate::nn::EpsModel;
 use crate::sample::{noise, p_sample_loop_from, SampleOptions};
@@ -44,33 +45,27 @@ pub fn reconstruction_curve(
 ) -> Result<Vec<ReconPoint>> {
     let [c, h, w] = [set.channels, set.height, set.width];
     let n = set.len();
-    let total_work: usize = steps.iter().sum::<usize>() * n.div_ceil(batch);
+    let batches: Vec<ImageBatch> = image_batches(set, batch, device).collect();
+    let originals: Vec<f32> = batches
+        .iter()
+        .flat_map(|b| b.host.iter().copied())
+        .collect();
+    let total_work: usize = steps.iter().sum::<usize>() * batches.len();
+    let opts = SampleOptions::ancestral(seed);
     let mut done = 0;
     let mut points = Vec::new();
     for &t1 in steps {
         let t = t1 - 1; // 0-based step index
-        let mut originals = Vec::with_capacity(n * c * h * w);
         let mut recons = Vec::with_capacity(n * c * h * w);
-        for (bi, start) in (0..n).step_by(batch).enumerate() {
-            let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
-            let b = idx.len();
-            let x0v = set.to_f32(&idx);
-            let x0 = Tensor::<4>::from_data(TensorData::new(x0v.clone(), [b, c, h, w]), device);
-            let eps = noise([b, c, h, w], seed, bi as u64, 0, device);
-            let xt = d.q_sample(x0, &vec![t; b], eps);
-            let opts = SampleOptions {
-                respacing: String::new(),
-                ddim: false,
-                eta: 0.0,
-                clip_denoised: true,
-                seed,
-            };
+        for ib in &batches {
+            let b = ib.x0.dims()[0];
+            let eps = noise([b, c, h, w], seed, ib.index, 0, device);
+            let xt = d.q_sample(ib.x0.clone(), &vec![t; b], eps);
             let base = done;
-            let x = p_sample_loop_from(model, d, xt, t, &opts, 1000 + bi as u64, &mut |k, _| {
+            let x = p_sample_loop_from(model, d, xt, t, &opts, 1000 + ib.index, &mut |k, _| {
                 progress(base + k, total_work)
             });
             done += t1;
-            originals.extend(x0v);
             recons.extend(to_vec(x.reshape([b * c * h * w]))?);
         }
         points.push(recon_point(label, t1, &originals, &recons, c, h, w)?);

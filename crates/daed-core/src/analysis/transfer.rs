@@ -1,9 +1,10 @@
 //! Transfer (Table 2, Figure 6): noise target images with beta1 and reconstruct them with the
 //! DAE in one pass, and with the DDGM run backward over the equivalent k steps.
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use daed_eval::recon::{recon_point, ReconPoint};
 use daed_io::images::ImageSet;
 
+use super::{image_batches, ImageBatch};
 use crate::daed::{switch_index, DaedNets};
 use crate::diffusion::GaussianDiffusion;
 use crate::nn::UNet;
@@ -39,40 +40,27 @@ pub fn transfer(
 ) -> Result<(ReconPoint, ReconPoint, TransferImages, usize)> {
     let [c, h, w] = [set.channels, set.height, set.width];
     let k = switch_index(&d.alphas_cumprod, beta1);
-    let n = set.len();
     let mut out = TransferImages {
         original: Vec::new(),
         noisy: Vec::new(),
         ddgm: Vec::new(),
         dae: Vec::new(),
     };
-    for (bi, start) in (0..n).step_by(batch).enumerate() {
-        let idx: Vec<usize> = (start..(start + batch).min(n)).collect();
-        let b = idx.len();
-        let x0v = set.to_f32(&idx);
-        let x0 = Tensor::<4>::from_data(TensorData::new(x0v.clone(), [b, c, h, w]), device);
-        let eps = noise([b, c, h, w], seed, bi as u64, 0, device);
+    let opts = SampleOptions::ancestral(seed);
+    for ImageBatch {
+        index: bi,
+        host,
+        x0,
+    } in image_batches(set, batch, device)
+    {
+        let b = x0.dims()[0];
+        let eps = noise([b, c, h, w], seed, bi, 0, device);
         let x1 = x0.mul_scalar((1.0 - beta1).sqrt()) + eps.mul_scalar(beta1.sqrt());
-        let opts = SampleOptions {
-            respacing: String::new(),
-            ddim: false,
-            eta: 0.0,
-            clip_denoised: true,
-            seed,
-        };
         // The DDGM treats x1 as x_k (alpha-bar_k is the closest to 1 - beta1).
-        let rd = p_sample_loop_from(
-            ddgm,
-            d,
-            x1.clone(),
-            k - 1,
-            &opts,
-            500 + bi as u64,
-            &mut |_, _| {},
-        );
+        let rd = p_sample_loop_from(ddgm, d, x1.clone(), k - 1, &opts, 500 + bi, &mut |_, _| {});
         let ra = dae.denoise(x1.clone(), beta1).clamp(-1.0, 1.0);
         let flat = |t: Tensor<4>| to_vec(t.reshape([b * c * h * w]));
-        out.original.extend(x0v);
+        out.original.extend(host);
         out.noisy.extend(flat(x1.clamp(-1.0, 1.0))?);
         out.ddgm.extend(flat(rd)?);
         out.dae.extend(flat(ra)?);

@@ -114,12 +114,6 @@ impl GaussianDiffusion {
         self.betas.len()
     }
 
-    /// Model timesteps (original indices, as f32) for step indices `t`.
-    pub fn model_timesteps(&self, t: &[usize], device: &Device) -> Tensor<1> {
-        let v: Vec<f32> = t.iter().map(|&i| self.timestep_map[i] as f32).collect();
-        Tensor::from_data(TensorData::new(v, [t.len()]), device)
-    }
-
     /// Model timesteps for step indices `t`, as host floats.
     pub fn model_timesteps_f32(&self, t: &[usize]) -> Vec<f32> {
         t.iter().map(|&i| self.timestep_map[i] as f32).collect()

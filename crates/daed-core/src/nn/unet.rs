@@ -312,11 +312,6 @@ impl UNet {
         }
         h
     }
-
-    /// Number of scalar parameters.
-    pub fn param_count(&self) -> usize {
-        self.num_params()
-    }
 }
 
 #[cfg(test)]

@@ -261,11 +261,10 @@ impl<M: DiffusionNet> Trainer<M> {
             eps: 1e-8,
             grad_clip: (self.cfg.train.grad_clip > 0.0).then_some(self.cfg.train.grad_clip),
         };
-        let model = std::mem::replace(&mut self.model, self.ema.clone());
-        let (model, grad_norm) = self.opt.step(model, &grads, &settings, lr)?;
+        // Modules update by value; a clone shares the tensors, so it costs nothing.
+        let (model, grad_norm) = self.opt.step(self.model.clone(), &grads, &settings, lr)?;
         self.model = model;
-        let ema = std::mem::replace(&mut self.ema, self.model.valid());
-        self.ema = ema_update(ema, &self.model, self.cfg.train.ema_rate);
+        self.ema = ema_update(self.ema.clone(), &self.model, self.cfg.train.ema_rate);
         self.step += 1;
 
         self.sampler
