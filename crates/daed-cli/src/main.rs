@@ -2,6 +2,7 @@
 //!
 //! A thin layer: it parses arguments and configs, calls daed-core, and prints what it returns.
 mod analyze;
+mod bench;
 mod daed_cmd;
 mod data;
 mod eval;
@@ -36,6 +37,8 @@ enum Cmd {
     Daed(daed_cmd::DaedCmd),
     /// Sample quality: FID, sFID, IS, precision/recall, PRD (and `eval stats`).
     Eval(Box<eval::EvalArgs>),
+    /// Time a training step, a sampling forward and the Inception features (medians, peak memory).
+    Bench(Box<bench::BenchArgs>),
     /// Datasets: download, inspect.
     #[command(subcommand)]
     Data(data::DataCmd),
@@ -51,6 +54,7 @@ fn main() {
         Cmd::Eval(a) => eval::run(*a),
         Cmd::Analyze(c) => analyze::run(c),
         Cmd::Daed(c) => daed_cmd::run(c),
+        Cmd::Bench(a) => bench::run(*a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

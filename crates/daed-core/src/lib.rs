@@ -4,6 +4,7 @@
 //! processes, losses, step samplers, samplers), [`nn`] (the U-Net), [`train`] (optimiser, EMA,
 //! checkpoints, the training loop), [`config`] (TOML experiment files).
 pub mod analysis;
+pub mod bench;
 pub mod config;
 pub mod daed;
 pub mod device;
