@@ -134,6 +134,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     };
     for (name, cfg, batch) in &nets {
         for k in &kinds {
+            // Each case starts from an empty allocator cache, so its peak memory is its own.
+            crate::ALLOC.release();
             let r = match k {
                 BenchKind::Train => bench::train_step(name, cfg, *batch, reps),
                 BenchKind::Sample => bench::sample_forward(name, cfg, *batch, reps),
@@ -148,6 +150,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         let weights = a.inception.clone().or_else(default_weights).with_context(|| {
             format!("no Inception weights: pass --inception PATH or set {INCEPTION_ENV}, or drop `inception` from --cases")
         })?;
+        crate::ALLOC.release();
         let r = bench::inception(&weights, &a.device, a.inception_batch, reps)?;
         report(&r);
         results.push(r);

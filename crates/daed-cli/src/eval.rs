@@ -274,8 +274,8 @@ fn evaluate(a: RunArgs) -> Result<()> {
     if which.is && !ex.net.has_logits() {
         bail!(
             "--metrics is: the Inception Score needs the 1008-way logits layer, which {} lacks; \
-             pass pytorch-fid's weights (pt_inception-2015-12-05-6726825d.pth converted to \
-             safetensors, with `fc.weight`) via --inception, or drop `is`",
+             pass pytorch-fid's weights (pt_inception-2015-12-05-6726825d.pth, which has the \
+             `fc` layer) via --inception, or drop `is`",
             ex.weights.display()
         );
     }

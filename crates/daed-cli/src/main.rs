@@ -12,6 +12,30 @@ mod switch;
 mod train;
 
 use clap::{Parser, Subcommand};
+use daed_core::alloc::CachingAlloc;
+
+/// Large freed tensors are kept for reuse (see `daed_core::alloc`); the cap is set in `main`.
+#[global_allocator]
+static ALLOC: CachingAlloc = CachingAlloc::new(0);
+
+/// The allocator's cache cap: `DAED_ALLOC_CACHE_MB`, else a quarter of the machine's memory.
+fn alloc_cache_cap() -> usize {
+    if let Some(mb) = std::env::var("DAED_ALLOC_CACHE_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return mb << 20;
+    }
+    let total_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
+        })
+        .unwrap_or(8 << 20);
+    (total_kb << 10) / 4
+}
 
 /// Diffusion-based deep generative models: train, sample, analyse, evaluate.
 #[derive(Parser)]
@@ -45,6 +69,7 @@ enum Cmd {
 }
 
 fn main() {
+    ALLOC.set_cap(alloc_cache_cap());
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Train(a) => train::run(a),

@@ -3,6 +3,7 @@
 //! Modules follow the paper's concepts: [`diffusion`] (schedules, the forward and backward
 //! processes, losses, step samplers, samplers), [`nn`] (the U-Net), [`train`] (optimiser, EMA,
 //! checkpoints, the training loop), [`config`] (TOML experiment files).
+pub mod alloc;
 pub mod analysis;
 pub mod bench;
 pub mod config;

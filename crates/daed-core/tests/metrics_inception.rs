@@ -151,7 +151,13 @@ fn weight_files_with_problems_are_clear_errors() {
     assert!(e.to_string().contains("not FID Inception weights"), "{e}");
     let e =
         FidInception::open(Path::new("pt_inception-2015-12-05-6726825d.pth"), &device).unwrap_err();
-    assert!(e.to_string().contains("safetensors"), "{e}");
+    assert!(e.to_string().contains("not found"), "{e}");
+    // A .pth is read (here a small state dict that is not the Inception): the error is about
+    // its contents, not its format.
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../daed-io/tests/fixtures/seq_zip.pth");
+    let e = FidInception::open(&fixture, &device).unwrap_err();
+    assert!(e.to_string().contains("not FID Inception weights"), "{e}");
     let e =
         FidInception::open(Path::new("/nonexistent/inception.safetensors"), &device).unwrap_err();
     assert!(e.to_string().contains("not found"), "{e}");
@@ -299,4 +305,30 @@ fn to_torchvision(
         },
     );
     out
+}
+
+/// pytorch-fid's weights as a `.pth` (set `DAED_PT_INCEPTION`, e.g. to the output of
+/// `bench/make_pt_inception.py` or to `pt_inception-2015-12-05-6726825d.pth`): the network loads
+/// and reproduces the reference outputs.
+#[test]
+fn pth_weights_reproduce_the_reference_when_given() {
+    let Some(pth) = std::env::var_os("DAED_PT_INCEPTION") else {
+        eprintln!("skipped: set DAED_PT_INCEPTION to a pytorch-fid .pth file");
+        return;
+    };
+    let reference = read_npz(weights().parent().unwrap().join("reference_outputs.npz")).unwrap();
+    let device = Device::flex();
+    let net = FidInception::open(Path::new(&pth), &device).unwrap();
+    let x: Tensor<4> = Tensor::from_data(
+        TensorData::new(reference["gradient_in"].to_f32_vec(), [1, 3, 299, 299]),
+        &device,
+    );
+    let pool = vec2(net.forward(x).pool);
+    let d = max_abs(&pool, &reference["gradient_out"].to_f32_vec());
+    eprintln!(
+        "{}: max abs diff {d:.3e}, logits {}",
+        Path::new(&pth).display(),
+        net.has_logits()
+    );
+    assert!(d <= 1e-4, "gradient_out differs by {d}");
 }

@@ -1,8 +1,9 @@
 //! daed-io: the framework-free file side of daed.
 //!
 //! Datasets (IDX, CIFAR binary, image folders, an embedded Fashion-MNIST demo subset), downloads with
-//! checksums, numpy `.npy`/`.npz`, PNG image grids, PNG line plots, CSV/Markdown/JSON tables and atomic
-//! file writes. Nothing here depends on a tensor framework: images are plain `u8`/`f32` buffers.
+//! checksums, numpy `.npy`/`.npz`, PyTorch `.pth` state dicts (read only), PNG image grids, PNG line
+//! plots, CSV/Markdown/JSON tables and atomic file writes. Nothing here depends on a tensor
+//! framework: images are plain `u8`/`f32` buffers.
 
 #![warn(missing_docs)]
 
@@ -18,7 +19,9 @@ pub mod idx;
 pub mod images;
 pub mod npz;
 pub mod plot;
+pub mod pth;
 pub mod table;
+mod zip;
 
 pub use error::{Error, Result};
 pub use images::ImageSet;

@@ -5,6 +5,7 @@
 
 use crate::atomic::write_atomic;
 use crate::error::{read_file, Error, Result};
+use crate::zip::zip_entries;
 use flate2::read::DeflateDecoder;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -385,117 +386,34 @@ pub fn read_npz(path: impl AsRef<Path>) -> Result<BTreeMap<String, NpyArray>> {
     npz_from_bytes(&read_file(path)?, path)
 }
 
-fn le16(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at..at + 2)
-        .map(|s| u16::from_le_bytes([s[0], s[1]]) as u64)
-}
-fn le32(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at..at + 4)
-        .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as u64)
-}
-fn le64(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at..at + 8)
-        .and_then(|s| s.try_into().ok())
-        .map(u64::from_le_bytes)
-}
-
 /// Parses `.npz` bytes (zip, STORED or DEFLATE entries, zip64 fields understood).
 pub fn npz_from_bytes(b: &[u8], origin: &Path) -> Result<BTreeMap<String, NpyArray>> {
-    let bad = |m: String| Error::format(origin, m);
-    let trunc = || bad("truncated or corrupt zip structure".into());
-    let lo = b.len().saturating_sub(22 + 65535);
-    let eocd = (lo..b.len().saturating_sub(21))
-        .rev()
-        .find(|&i| b[i..i + 4] == [0x50, 0x4b, 0x05, 0x06])
-        .ok_or_else(|| bad("not a zip/npz file (no end-of-central-directory record)".into()))?;
-    let mut entries = le16(b, eocd + 10).ok_or_else(trunc)?;
-    let mut cd_off = le32(b, eocd + 16).ok_or_else(trunc)?;
-    if entries == 0xffff || cd_off == 0xffff_ffff {
-        // zip64: the locator sits just before the EOCD and points at the zip64 EOCD record.
-        let loc = eocd
-            .checked_sub(20)
-            .filter(|&l| le32(b, l) == Some(0x0706_4b50))
-            .ok_or_else(|| bad("zip64 locator missing".into()))?;
-        let z = le64(b, loc + 8).ok_or_else(trunc)? as usize;
-        if le32(b, z) != Some(0x0606_4b50) {
-            return Err(bad("zip64 end-of-central-directory record missing".into()));
-        }
-        entries = le64(b, z + 32).ok_or_else(trunc)?;
-        cd_off = le64(b, z + 48).ok_or_else(trunc)?;
-    }
     let mut out = BTreeMap::new();
-    let mut p = cd_off as usize;
-    for _ in 0..entries {
-        if le32(b, p) != Some(0x0201_4b50) {
-            return Err(bad(format!("bad central directory entry at offset {p}")));
-        }
-        let method = le16(b, p + 10).ok_or_else(trunc)?;
-        let crc = le32(b, p + 16).ok_or_else(trunc)? as u32;
-        let mut csize = le32(b, p + 20).ok_or_else(trunc)?;
-        let mut usize_ = le32(b, p + 24).ok_or_else(trunc)?;
-        let nlen = le16(b, p + 28).ok_or_else(trunc)? as usize;
-        let xlen = le16(b, p + 30).ok_or_else(trunc)? as usize;
-        let clen = le16(b, p + 32).ok_or_else(trunc)? as usize;
-        let mut off = le32(b, p + 42).ok_or_else(trunc)?;
-        let name_bytes = b.get(p + 46..p + 46 + nlen).ok_or_else(trunc)?;
-        let name = String::from_utf8_lossy(name_bytes).into_owned();
-        let extra = b
-            .get(p + 46 + nlen..p + 46 + nlen + xlen)
-            .ok_or_else(trunc)?;
-        // zip64 extended information (id 1): the 0xffffffff fields, in order usize, csize, offset.
-        let mut x = 0;
-        while x + 4 <= extra.len() {
-            let id = le16(extra, x).unwrap_or(0);
-            let sz = le16(extra, x + 2).unwrap_or(0) as usize;
-            if id == 1 {
-                let mut q = x + 4;
-                for field in [&mut usize_, &mut csize, &mut off] {
-                    if *field == 0xffff_ffff {
-                        *field = le64(extra, q)
-                            .ok_or_else(|| bad(format!("{name}: bad zip64 extra field")))?;
-                        q += 8;
-                    }
-                }
-            }
-            x += 4 + sz;
-        }
-        p += 46 + nlen + xlen + clen;
-        let off = off as usize;
-        if le32(b, off) != Some(0x0403_4b50) {
-            return Err(bad(format!("{name}: bad local header at offset {off}")));
-        }
-        let start = off
-            + 30
-            + le16(b, off + 26).ok_or_else(trunc)? as usize
-            + le16(b, off + 28).ok_or_else(trunc)? as usize;
-        let raw = start
-            .checked_add(csize as usize)
-            .and_then(|e| b.get(start..e))
-            .ok_or_else(|| {
-                bad(format!(
-                    "{name}: entry data truncated ({csize} bytes expected)"
-                ))
-            })?;
-        let data = match method {
-            0 => raw.to_vec(),
+    for e in zip_entries(b, origin, "zip/npz")? {
+        let name = &e.name;
+        let data = match e.method {
+            0 => e.raw.to_vec(),
             8 => {
-                let mut v = Vec::with_capacity(usize_ as usize);
-                DeflateDecoder::new(raw)
+                let mut v = Vec::with_capacity(e.size.min(e.raw.len() as u64 * 1032) as usize);
+                DeflateDecoder::new(e.raw)
                     .read_to_end(&mut v)
-                    .map_err(|e| bad(format!("{name}: corrupt deflate data: {e}")))?;
+                    .map_err(|err| {
+                        Error::format(origin, format!("{name}: corrupt deflate data: {err}"))
+                    })?;
                 v
             }
             m => {
-                return Err(bad(format!(
-                    "{name}: unsupported zip compression method {m} (only stored and deflate)"
-                )))
+                return Err(Error::format(
+                    origin,
+                    format!(
+                        "{name}: unsupported zip compression method {m} (only stored and deflate)"
+                    ),
+                ))
             }
         };
-        if data.len() as u64 != usize_ || crc32fast::hash(&data) != crc {
-            return Err(bad(format!("{name}: CRC or size mismatch (corrupt entry)")));
-        }
-        let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
-        let arr = npy_from_bytes(&data, &origin.join(&name))?;
+        e.verify(&data, origin)?;
+        let key = name.strip_suffix(".npy").unwrap_or(name).to_string();
+        let arr = npy_from_bytes(&data, &origin.join(name))?;
         out.insert(key, arr);
     }
     Ok(out)

@@ -70,30 +70,36 @@ impl WeightSource {
         })
     }
 
-    /// Reads a weight file: `.safetensors` (either naming). pytorch-fid's `.pth` pickle is not
-    /// read directly: convert it to safetensors first (the error says how).
+    /// Reads a weight file: `.safetensors` (either naming) or a PyTorch `.pth`/`.pt` state dict
+    /// such as pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` (legacy or zip format).
     pub fn open(path: &Path) -> Result<Self> {
         let ext = path
             .extension()
             .and_then(|e| e.to_str())
             .unwrap_or("")
             .to_ascii_lowercase();
-        if ext == "pth" || ext == "pt" {
-            return Err(Error::ckpt(
-                path,
-                "PyTorch pickle files are not read directly; convert pytorch-fid's weights once with \
-                 `python -c \"import torch, safetensors.torch as s; \
-                 s.save_file(torch.load('pt_inception-2015-12-05-6726825d.pth'), 'pt_inception.safetensors')\"` \
-                 and pass the .safetensors file (torchvision names, including the `fc` logits layer, are recognised)",
-            ));
-        }
         if !path.exists() {
             return Err(Error::ckpt(
                 path,
                 "Inception weights not found: pass --inception PATH to \
-                 fid_inception_2015-12-05_pool3.safetensors (or pytorch-fid's weights as safetensors), \
-                 or set DAED_INCEPTION",
+                 fid_inception_2015-12-05_pool3.safetensors or pytorch-fid's \
+                 pt_inception-2015-12-05-6726825d.pth, or set DAED_INCEPTION",
             ));
+        }
+        if ext == "pth" || ext == "pt" {
+            let arrays = daed_io::pth::read_pth(path)?
+                .into_iter()
+                .map(|(k, t)| {
+                    (
+                        k,
+                        NamedArray {
+                            shape: t.shape,
+                            data: t.data,
+                        },
+                    )
+                })
+                .collect();
+            return Self::new(arrays, path);
         }
         let (arrays, _) = read_safetensors(path)?;
         Self::new(arrays, path)
