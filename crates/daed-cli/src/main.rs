@@ -18,7 +18,7 @@ use daed_core::alloc::CachingAlloc;
 #[global_allocator]
 static ALLOC: CachingAlloc = CachingAlloc::new(0);
 
-/// The allocator's cache cap: `DAED_ALLOC_CACHE_MB`, else a quarter of the machine's memory.
+/// The allocator's cache cap: `DAED_ALLOC_CACHE_MB`, else half of the machine's memory.
 fn alloc_cache_cap() -> usize {
     if let Some(mb) = std::env::var("DAED_ALLOC_CACHE_MB")
         .ok()
@@ -34,7 +34,7 @@ fn alloc_cache_cap() -> usize {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
         })
         .unwrap_or(8 << 20);
-    (total_kb << 10) / 4
+    (total_kb << 10) / 2
 }
 
 /// Diffusion-based deep generative models: train, sample, analyse, evaluate.

@@ -19,7 +19,7 @@ const ALIGN: usize = 64;
 /// Size classes: 4 per power of two from 2^20 to 2^40.
 const CLASSES: usize = 4 * 20;
 /// Free blocks kept per class.
-const SLOTS: usize = 16;
+const SLOTS: usize = 64;
 
 /// Free blocks of one size class (all of the class's size).
 #[derive(Clone, Copy)]
