@@ -90,6 +90,8 @@ impl CachingAlloc {
             }
             bin.len = 0;
         }
+        drop(bins);
+        trim_system_heap();
     }
 
     fn take(&self, idx: usize, size: usize) -> Option<*mut u8> {
@@ -153,6 +155,20 @@ impl CachingAlloc {
             };
         }
         Some(p)
+    }
+}
+
+/// Gives glibc's free heap memory back to the kernel (elsewhere a no-op).
+fn trim_system_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: malloc_trim only releases free memory of the C heap; it is thread-safe.
+        unsafe {
+            malloc_trim(0);
+        }
     }
 }
 

@@ -19,6 +19,49 @@ pub fn norm(channels: usize, device: &Device) -> GroupNorm {
     GroupNormConfig::new(groups, channels).init(device)
 }
 
+/// GroupNorm of `x` `[B, C, H, W]` with its affine, and optionally the ResBlock's
+/// `* (1 + scale) + shift` (`[B, C]` each), as one per-channel multiply-add.
+///
+/// Same result as `gn.forward(x) * (1 + scale) + shift`, with fewer passes over the activation:
+/// the statistics are `[B, G]`, gamma, beta, scale and shift fold into `[B, C]` coefficients
+/// `a`, `b`, and the big tensor is touched by the two reductions and `x * a + b` (burn's
+/// GroupNorm and the separate scale-shift take four more element-wise passes, forward and
+/// backward, and flex runs element-wise ops on one core).
+pub fn norm_affine(
+    gn: &GroupNorm,
+    x: Tensor<4>,
+    scale_shift: Option<(Tensor<2>, Tensor<2>)>,
+) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let g = gn.num_groups;
+    let xg = x.clone().reshape([b, g, (c / g) * h * w]);
+    let mean = xg.clone().mean_dim(2); // [b, g, 1]
+    let var = (xg - mean.clone()).square().mean_dim(2);
+    let rstd = var.add_scalar(gn.epsilon).sqrt().recip();
+    let per_channel = |t: Tensor<3>| t.expand([b, g, c / g]).reshape([b, c]);
+    let (mean, rstd) = (per_channel(mean), per_channel(rstd));
+    let gamma = gn.gamma.as_ref().map(|p| p.val().reshape([1, c]));
+    let beta = gn.beta.as_ref().map(|p| p.val().reshape([1, c]));
+    let mut a = match gamma {
+        Some(gm) => rstd * gm,
+        None => rstd,
+    };
+    let mut shift = beta.map(|bt| bt.expand([b, c]));
+    if let Some((scale, sh)) = scale_shift {
+        let s1 = scale.add_scalar(1.0);
+        a = a * s1.clone();
+        shift = Some(match shift {
+            Some(bt) => bt * s1 + sh,
+            None => sh,
+        });
+    }
+    let offset = match shift {
+        Some(sh) => sh - mean * a.clone(),
+        None => -(mean * a.clone()),
+    };
+    x * a.reshape([b, c, 1, 1]) + offset.reshape([b, c, 1, 1])
+}
+
 /// A 3x3 (or 1x1) same-padding convolution; `zero` gives a zero-initialised one.
 pub fn conv(cin: usize, cout: usize, k: usize, zero: bool, device: &Device) -> Conv2d {
     let mut c = Conv2dConfig::new([cin, cout], [k, k]).with_padding(PaddingConfig2d::Explicit(
@@ -79,16 +122,17 @@ impl ResBlock {
 
     /// x: [B, Cin, H, W], emb: [B, E] (already through SiLU).
     pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
-        let h = self.in_conv.forward(silu(self.in_norm.forward(x.clone())));
+        let h = self
+            .in_conv
+            .forward(silu(norm_affine(&self.in_norm, x.clone(), None)));
         let [b, c, _, _] = h.dims();
         let e = self.emb_layer.forward(emb);
         let h = if self.scale_shift {
-            let e = e.reshape([b, 2 * c, 1, 1]);
             let scale = e.clone().narrow(1, 0, c);
             let shift = e.narrow(1, c, c);
-            self.out_norm.forward(h) * scale.add_scalar(1.0) + shift
+            norm_affine(&self.out_norm, h, Some((scale, shift)))
         } else {
-            self.out_norm.forward(h + e.reshape([b, c, 1, 1]))
+            norm_affine(&self.out_norm, h + e.reshape([b, c, 1, 1]), None)
         };
         let h = self.out_conv.forward(self.dropout.forward(silu(h)));
         let skip = match &self.skip {
@@ -131,9 +175,7 @@ impl AttentionBlock {
         let t = h * w;
         let nh = self.num_heads;
         let ch = c / nh;
-        let seq = self
-            .norm
-            .forward(x.clone())
+        let seq = norm_affine(&self.norm, x.clone(), None)
             .reshape([b, c, t])
             .swap_dims(1, 2);
         let qkv = self
@@ -220,6 +262,26 @@ mod tests {
     fn written_out(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
         let d = q.dims()[3] as f64;
         softmax(q.matmul(k.swap_dims(2, 3)).div_scalar(d.sqrt()), 3).matmul(v)
+    }
+
+    #[test]
+    fn folded_norm_equals_group_norm_then_scale_shift() {
+        let dev = Device::default();
+        let mut gn = norm(64, &dev);
+        let r = |s: [usize; 1]| Tensor::<1>::random(s, Distribution::Normal(0.0, 1.0), &dev);
+        gn.gamma = gn.gamma.map(|p| p.map(|_| r([64])));
+        gn.beta = gn.beta.map(|p| p.map(|_| r([64])));
+        // A large mean next to a small spread: the centred variance keeps it exact.
+        let x = Tensor::<4>::random([3, 64, 5, 7], Distribution::Normal(0.0, 1.0), &dev)
+            .mul_scalar(0.5)
+            .add_scalar(20.0);
+        let scale = Tensor::<2>::random([3, 64], Distribution::Normal(0.0, 1.0), &dev);
+        let shift = Tensor::<2>::random([3, 64], Distribution::Normal(0.0, 1.0), &dev);
+        let want = gn.forward(x.clone());
+        assert!(max_diff(norm_affine(&gn, x.clone(), None), want.clone()) < 1e-4);
+        let want = want * scale.clone().reshape([3, 64, 1, 1]).add_scalar(1.0)
+            + shift.clone().reshape([3, 64, 1, 1]);
+        assert!(max_diff(norm_affine(&gn, x, Some((scale, shift))), want) < 1e-4);
     }
 
     fn max_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {

@@ -6,7 +6,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::blocks::{conv, norm, AttentionBlock, Downsample, ResBlock, Upsample};
+use super::blocks::{conv, norm, norm_affine, AttentionBlock, Downsample, ResBlock, Upsample};
 use crate::{Error, Result};
 
 /// Architecture hyper-parameters (names follow improved-diffusion's flags).
@@ -284,7 +284,8 @@ impl UNet {
             h = Tensor::cat(vec![h, skip], 1);
             h = self.apply(l, h, &emb, next);
         }
-        self.out_conv.forward(silu(self.out_norm.forward(h)))
+        self.out_conv
+            .forward(silu(norm_affine(&self.out_norm, h, None)))
     }
 
     fn apply(
