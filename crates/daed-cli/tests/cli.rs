@@ -301,3 +301,43 @@ fn daed_two_stage_sample_and_transfer_end_to_end() {
         "{t}"
     );
 }
+
+#[test]
+fn bench_times_a_tiny_case_and_writes_json() {
+    let d = tmp("bench");
+    let out = d.join("b");
+    let (ok, t) = daed(&[
+        "bench",
+        "--models",
+        "tiny",
+        "--cases",
+        "train,sample",
+        "--batch",
+        "2",
+        "--warmup",
+        "0",
+        "--runs",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{t}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("bench.json")).unwrap()).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    for (r, kind) in rows.iter().zip(["train", "sample"]) {
+        assert_eq!(r["kind"], kind);
+        // configs/tiny.toml's U-Net; bench/bench_torch.py prints the same count.
+        assert_eq!(r["params"], 1_191_233);
+        assert_eq!(r["times_s"].as_array().unwrap().len(), 2);
+        assert!(r["median_s"].as_f64().unwrap() > 0.0);
+    }
+    assert!(std::fs::read_to_string(out.join("bench.md"))
+        .unwrap()
+        .contains("| tiny"));
+    let (ok, t) = daed(&["bench", "--cases", "warp"]);
+    assert!(!ok && t.contains("--cases") && t.contains("warp"), "{t}");
+    let (ok, t) = daed(&["bench", "--models", "huge"]);
+    assert!(!ok && t.contains("--models") && t.contains("huge"), "{t}");
+}
