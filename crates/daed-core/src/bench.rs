@@ -25,7 +25,8 @@ use crate::{Error, Result};
 pub enum BenchKind {
     /// Forward, backward, AdamW and EMA on one batch (the trainer's own step).
     Train,
-    /// One forward of the network without gradients (one step of a sampler).
+    /// One forward of the network without gradients (one step of a sampler, as the samplers run
+    /// it: on flex the two halves of the batch on two threads).
     Sample,
     /// The FID Inception-v3 forward on `[B, 3, 299, 299]` inputs (pool3 and friends).
     Inception,
@@ -202,7 +203,7 @@ pub fn sample_forward(
     let ts: Vec<f32> = (0..batch).map(|i| ((i * 97) % steps) as f32).collect();
     measure(name, BenchKind::Sample, params, batch, reps, || {
         let x = Tensor::<4>::random([batch, c, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let y = net.forward(x, &ts);
+        let y = net.forward_inference(x, &ts);
         // Reading one value back waits for the whole forward (lazy backends).
         let _ = y.slice([0..1, 0..1, 0..1, 0..1]).into_scalar::<f32>();
         Ok(())
@@ -219,7 +220,11 @@ pub fn inception(weights: &Path, device: &str, batch: usize, reps: Repeats) -> R
             Distribution::Uniform(-1.0, 1.0),
             &device,
         );
-        let f = net.forward(x);
+        let f = crate::nn::parallel::on_halves(
+            x,
+            |x, _| net.forward(x),
+            crate::metrics::inception::InceptionFeatures::cat,
+        );
         let _ = f.pool.slice([0..1, 0..1]).into_scalar::<f32>();
         Ok(())
     })

@@ -96,7 +96,7 @@ impl DaedNets {
     /// The DAE's reconstruction f(x1) of x0 (not clipped).
     pub fn denoise(&self, x1: Tensor<4>, beta1: f64) -> Tensor<4> {
         let b = x1.dims()[0];
-        let eps = self.dae.forward(x1.clone(), &vec![0.0; b]);
+        let eps = self.dae.forward_inference(x1.clone(), &vec![0.0; b]);
         (x1 - eps.mul_scalar(beta1.sqrt())).div_scalar((1.0 - beta1).sqrt())
     }
 }
@@ -104,7 +104,7 @@ impl DaedNets {
 /// The generator as seen by the sampler (the DAE step is handled separately).
 impl EpsModel for DaedNets {
     fn predict(&self, x: Tensor<4>, timesteps: &[f32]) -> Tensor<4> {
-        self.generator.forward(x, timesteps)
+        self.generator.forward_inference(x, timesteps)
     }
 }
 

@@ -392,6 +392,21 @@ pub struct InceptionFeatures {
     pub logits: Option<Tensor<2>>,
 }
 
+impl InceptionFeatures {
+    /// The features of two batches, one after the other.
+    pub fn cat(a: Self, b: Self) -> Self {
+        use crate::nn::parallel::cat_batches;
+        Self {
+            pool: cat_batches(a.pool, b.pool),
+            spatial: cat_batches(a.spatial, b.spatial),
+            logits: match (a.logits, b.logits) {
+                (Some(x), Some(y)) => Some(cat_batches(x, y)),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// The FID Inception-v3 with folded batch norm.
 #[derive(Clone, Debug)]
 pub struct FidInception {

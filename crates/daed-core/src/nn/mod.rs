@@ -1,5 +1,6 @@
 //! Networks: improved-diffusion's U-Net (used both as the epsilon model and as the DAE).
 pub mod blocks;
+pub mod parallel;
 pub mod unet;
 
 pub use unet::{UNet, UNetConfig};
@@ -15,6 +16,6 @@ pub trait EpsModel {
 
 impl EpsModel for UNet {
     fn predict(&self, x: Tensor<4>, timesteps: &[f32]) -> Tensor<4> {
-        self.forward(x, timesteps)
+        self.forward_inference(x, timesteps)
     }
 }

@@ -288,6 +288,16 @@ impl UNet {
             .forward(silu(norm_affine(&self.out_norm, h, None)))
     }
 
+    /// [`forward`](Self::forward) for inference: on flex without gradients, the two halves of
+    /// the batch run on two threads (see [`super::parallel`]); the result is the same.
+    pub fn forward_inference(&self, x: Tensor<4>, timesteps: &[f32]) -> Tensor<4> {
+        super::parallel::on_halves(
+            x,
+            |x, rows| self.forward(x, &timesteps[rows]),
+            super::parallel::cat_batches,
+        )
+    }
+
     fn apply(
         &self,
         l: &Level,
@@ -340,6 +350,42 @@ mod tests {
             shapes(s, c, false);
             shapes(s, c, true);
         }
+    }
+
+    #[test]
+    fn split_inference_equals_the_whole_batch() {
+        let d = Device::default();
+        assert!(
+            super::super::parallel::split_helps(&d, 5)
+                || std::thread::available_parallelism().map_or(true, |n| n.get() < 2)
+        );
+        let cfg = UNetConfig {
+            model_channels: 32,
+            num_res_blocks: 1,
+            attention_resolutions: vec![14],
+            ..Default::default()
+        };
+        let net = UNet::new(&cfg, 1, 28, 1, &d).unwrap();
+        // Non-zero output convs (they start at zero), so the comparison sees every block.
+        let net = crate::tensor_io::map_params(net, &mut |path, _, t| {
+            path.contains("out_conv").then(|| {
+                Tensor::random(t.dims(), burn::tensor::Distribution::Normal(0.0, 0.05), &d)
+            })
+        });
+        let x = Tensor::<4>::random(
+            [5, 1, 28, 28],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &d,
+        );
+        let ts = [0.0, 3.0, 100.0, 250.0, 499.0];
+        let whole = net.forward(x.clone(), &ts);
+        let split = net.forward_inference(x, &ts);
+        let diff = (whole.clone() - split).abs().max().into_scalar::<f32>();
+        let scale = whole.abs().max().into_scalar::<f32>();
+        assert!(
+            scale > 0.0 && diff <= 1e-5 * scale,
+            "diff {diff}, scale {scale}"
+        );
     }
 
     #[test]
