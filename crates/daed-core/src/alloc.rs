@@ -48,7 +48,7 @@ fn class_of(size: usize) -> Option<(usize, usize)> {
     let step = size.saturating_sub(base).div_ceil(quarter); // 0..=4
     let (p, step) = if step == 4 { (p + 1, 0) } else { (p, step) };
     let idx = (p as usize).checked_sub(20)? * 4 + step;
-    (idx < CLASSES).then(|| (idx, (1usize << p) + step * ((1usize << p) / 4)))
+    (idx < CLASSES).then(|| (idx, class_size(idx)))
 }
 
 impl CachingAlloc {
@@ -136,25 +136,20 @@ impl CachingAlloc {
         }
         // SAFETY: size is non-zero and ALIGN a power of two.
         let l = unsafe { Layout::from_size_align_unchecked(size, ALIGN) };
-        let mut p = unsafe {
+        let fresh = || unsafe {
             if zeroed {
                 System.alloc_zeroed(l)
             } else {
                 System.alloc(l)
             }
         };
-        if p.is_null() {
-            // Out of memory: give the cache back and try once more.
-            self.release();
-            p = unsafe {
-                if zeroed {
-                    System.alloc_zeroed(l)
-                } else {
-                    System.alloc(l)
-                }
-            };
+        let p = fresh();
+        if !p.is_null() {
+            return Some(p);
         }
-        Some(p)
+        // Out of memory: give the cache back and try once more.
+        self.release();
+        Some(fresh())
     }
 }
 

@@ -220,11 +220,7 @@ pub fn inception(weights: &Path, device: &str, batch: usize, reps: Repeats) -> R
             Distribution::Uniform(-1.0, 1.0),
             &device,
         );
-        let f = crate::nn::parallel::on_halves(
-            x,
-            |x, _| net.forward(x),
-            crate::metrics::inception::InceptionFeatures::cat,
-        );
+        let f = net.forward_inference(x);
         let _ = f.pool.slice([0..1, 0..1]).into_scalar::<f32>();
         Ok(())
     })

@@ -488,6 +488,12 @@ impl FidInception {
         self.fc.is_some()
     }
 
+    /// [`forward`](Self::forward) for feature extraction: on flex the two halves of the batch
+    /// run on two threads (see [`crate::nn::parallel`]); the result is the same.
+    pub fn forward_inference(&self, x: Tensor<4>) -> InceptionFeatures {
+        crate::nn::parallel::on_halves(x, |x, _| self.forward(x), InceptionFeatures::cat)
+    }
+
     /// Runs the network on `[B, 3, 299, 299]` inputs already scaled to [-1, 1].
     pub fn forward(&self, x: Tensor<4>) -> InceptionFeatures {
         let mut x = self.stem[0].forward(x);

@@ -94,7 +94,7 @@ pub fn extract_with(
     while done < total {
         let n = batch_size.min(total - done);
         let x = pre.batch(set, done, n, net.device())?;
-        let f = crate::nn::parallel::on_halves(x, |x, _| net.forward(x), InceptionFeatures::cat);
+        let f = net.forward_inference(x);
         let b = BatchFeatures {
             n,
             pool: host(f.pool)?,
