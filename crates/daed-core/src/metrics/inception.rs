@@ -12,11 +12,12 @@
 use std::path::Path;
 
 use burn::tensor::activation::relu;
-use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
+use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::weights::{fold, WeightSource};
+use crate::nn::conv::conv2d;
 use crate::Result;
 
 /// Input side of the network.

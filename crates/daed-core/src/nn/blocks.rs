@@ -1,4 +1,5 @@
 //! U-Net building blocks: ResBlock with scale-shift norm, self-attention, up/down sampling.
+use super::conv::forward as conv_fwd;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
@@ -122,9 +123,10 @@ impl ResBlock {
 
     /// x: [B, Cin, H, W], emb: [B, E] (already through SiLU).
     pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
-        let h = self
-            .in_conv
-            .forward(silu(norm_affine(&self.in_norm, x.clone(), None)));
+        let h = conv_fwd(
+            &self.in_conv,
+            silu(norm_affine(&self.in_norm, x.clone(), None)),
+        );
         let [b, c, _, _] = h.dims();
         let e = self.emb_layer.forward(emb);
         let h = if self.scale_shift {
@@ -134,9 +136,9 @@ impl ResBlock {
         } else {
             norm_affine(&self.out_norm, h + e.reshape([b, c, 1, 1]), None)
         };
-        let h = self.out_conv.forward(self.dropout.forward(silu(h)));
+        let h = conv_fwd(&self.out_conv, self.dropout.forward(silu(h)));
         let skip = match &self.skip {
-            Some(s) => s.forward(x),
+            Some(s) => conv_fwd(s, x),
             None => x,
         };
         skip + h
@@ -226,7 +228,7 @@ impl Downsample {
     }
     /// [B, C, H, W] -> [B, C, ceil(H/2), ceil(W/2)].
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.op.forward(x)
+        conv_fwd(&self.op, x)
     }
 }
 
@@ -250,7 +252,7 @@ impl Upsample {
             x,
             InterpolateOptions::new(InterpolateMode::Nearest).with_output_size(out_hw),
         );
-        self.conv.forward(up)
+        conv_fwd(&self.conv, up)
     }
 }
 

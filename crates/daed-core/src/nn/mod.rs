@@ -1,5 +1,6 @@
 //! Networks: improved-diffusion's U-Net (used both as the epsilon model and as the DAE).
 pub mod blocks;
+pub mod conv;
 pub mod parallel;
 pub mod unet;
 

@@ -7,6 +7,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::blocks::{conv, norm, norm_affine, AttentionBlock, Downsample, ResBlock, Upsample};
+use super::conv::forward as conv_fwd;
 use crate::{Error, Result};
 
 /// Architecture hyper-parameters (names follow improved-diffusion's flags).
@@ -284,8 +285,7 @@ impl UNet {
             h = Tensor::cat(vec![h, skip], 1);
             h = self.apply(l, h, &emb, next);
         }
-        self.out_conv
-            .forward(silu(norm_affine(&self.out_norm, h, None)))
+        conv_fwd(&self.out_conv, silu(norm_affine(&self.out_norm, h, None)))
     }
 
     /// [`forward`](Self::forward) for inference: on flex without gradients, the two halves of
@@ -306,7 +306,7 @@ impl UNet {
         up_to: Option<[usize; 2]>,
     ) -> Tensor<4> {
         if let Some(c) = &l.conv {
-            h = c.forward(h);
+            h = conv_fwd(c, h);
         }
         if let Some(r) = &l.res {
             h = r.forward(h, emb.clone());

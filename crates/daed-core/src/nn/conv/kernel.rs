@@ -1,0 +1,563 @@
+//! Convolution on raw f32 slices (NCHW, one group, no dilation): im2col + one GEMM per image
+//! forward, and one pass that gives the input, weight and bias gradients.
+//!
+//! The images of a batch are shared out over rayon's threads, each with its own im2col buffer and
+//! a single-threaded GEMM; a batch smaller than the thread count runs image by image with the
+//! GEMM itself parallel. Output is written in NCHW directly: no layout transposes, and the
+//! weights are read in place (`[C_out, C_in * kh * kw]` row-major is the GEMM's left operand).
+use rayon::prelude::*;
+
+/// Shapes of one convolution: input `[n, ci, h, w]`, weight `[co, ci, kh, kw]`, output
+/// `[n, co, ho, wo]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Geom {
+    pub n: usize,
+    pub ci: usize,
+    pub h: usize,
+    pub w: usize,
+    pub co: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub ho: usize,
+    pub wo: usize,
+}
+
+impl Geom {
+    /// The geometry for these shapes, stride and symmetric padding; `None` when they do not fit
+    /// (channel mismatch, zero stride or kernel, or an empty output).
+    pub fn new(x: [usize; 4], wt: [usize; 4], stride: [usize; 2], pad: [usize; 2]) -> Option<Self> {
+        let [n, ci, h, w] = x;
+        let [co, wci, kh, kw] = wt;
+        if wci != ci || stride.contains(&0) || kh == 0 || kw == 0 || co == 0 || ci == 0 {
+            return None;
+        }
+        let span = |len: usize, k: usize, p: usize, s: usize| {
+            (len + 2 * p).checked_sub(k).map(|r| r / s + 1)
+        };
+        let ho = span(h, kh, pad[0], stride[0])?;
+        let wo = span(w, kw, pad[1], stride[1])?;
+        Some(Self {
+            n,
+            ci,
+            h,
+            w,
+            co,
+            kh,
+            kw,
+            sh: stride[0],
+            sw: stride[1],
+            ph: pad[0],
+            pw: pad[1],
+            ho,
+            wo,
+        })
+    }
+
+    /// Rows of the im2col matrix: `ci * kh * kw`.
+    pub fn k(&self) -> usize {
+        self.ci * self.kh * self.kw
+    }
+
+    /// Output pixels per image: `ho * wo`.
+    pub fn p(&self) -> usize {
+        self.ho * self.wo
+    }
+
+    /// Elements of one input image.
+    pub fn x_len(&self) -> usize {
+        self.ci * self.h * self.w
+    }
+
+    /// Elements of one output image.
+    pub fn y_len(&self) -> usize {
+        self.co * self.p()
+    }
+
+    /// A 1x1, stride-1, unpadded convolution: the image itself is the im2col matrix.
+    fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
+    }
+
+    /// Output columns `[lo, hi)` whose input column `ox * sw + kx - pw` lies inside the image.
+    fn valid_cols(&self, kx: usize) -> (usize, usize) {
+        let lo = self.pw.saturating_sub(kx).div_ceil(self.sw).min(self.wo);
+        let hi = (self.w + self.pw)
+            .saturating_sub(kx)
+            .div_ceil(self.sw)
+            .min(self.wo);
+        (lo, hi.max(lo))
+    }
+}
+
+/// Writes image `x` (`ci * h * w`) as the `k x p` im2col matrix `col`.
+fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
+    let p = g.p();
+    for c in 0..g.ci {
+        let plane = &x[c * g.h * g.w..][..g.h * g.w];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = &mut col[((c * g.kh + ky) * g.kw + kx) * p..][..p];
+                let (lo, hi) = g.valid_cols(kx);
+                for (oy, out) in row.chunks_exact_mut(g.wo).enumerate() {
+                    let iy = (oy * g.sh + ky).wrapping_sub(g.ph);
+                    if iy >= g.h {
+                        out.fill(0.0);
+                        continue;
+                    }
+                    out[..lo].fill(0.0);
+                    out[hi..].fill(0.0);
+                    let src = &plane[iy * g.w..][..g.w];
+                    if g.sw == 1 {
+                        let ix = lo + kx - g.pw;
+                        out[lo..hi].copy_from_slice(&src[ix..ix + hi - lo]);
+                    } else {
+                        for (ox, o) in out.iter_mut().enumerate().take(hi).skip(lo) {
+                            *o = src[ox * g.sw + kx - g.pw];
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the `k x p` matrix `col` back onto image `dx` (the adjoint of [`im2col`]).
+fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
+    let p = g.p();
+    for c in 0..g.ci {
+        let plane = &mut dx[c * g.h * g.w..][..g.h * g.w];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let row = &col[((c * g.kh + ky) * g.kw + kx) * p..][..p];
+                let (lo, hi) = g.valid_cols(kx);
+                for (oy, src) in row.chunks_exact(g.wo).enumerate() {
+                    let iy = (oy * g.sh + ky).wrapping_sub(g.ph);
+                    if iy >= g.h {
+                        continue;
+                    }
+                    let dst = &mut plane[iy * g.w..][..g.w];
+                    if g.sw == 1 {
+                        let ix = lo + kx - g.pw;
+                        for (d, s) in dst[ix..ix + hi - lo].iter_mut().zip(&src[lo..hi]) {
+                            *d += s;
+                        }
+                    } else {
+                        for (ox, s) in src.iter().enumerate().take(hi).skip(lo) {
+                            dst[ox * g.sw + kx - g.pw] += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A row-major matrix operand: base pointer, row stride and column stride (in elements).
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+impl Mat {
+    fn rows(s: &[f32], cols: usize) -> Self {
+        Self {
+            ptr: s.as_ptr(),
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+
+    /// The transpose of the row-major `rows x cols` matrix in `s`.
+    fn transposed(s: &[f32], cols: usize) -> Self {
+        Self {
+            ptr: s.as_ptr(),
+            rs: 1,
+            cs: cols as isize,
+        }
+    }
+}
+
+/// `dst (m x n, row-major) [+]= lhs (m x k) * rhs (k x n)`.
+fn matmul(
+    dst: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    acc: bool,
+    lhs: Mat,
+    rhs: Mat,
+    par: gemm::Parallelism,
+) {
+    assert!(dst.len() >= m * n, "matmul: destination too small");
+    // SAFETY: `dst` holds m x n elements (checked); the callers build `lhs` and `rhs` from
+    // slices holding m x k and k x n elements with the strides given.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            acc,
+            lhs.ptr,
+            lhs.cs,
+            lhs.rs,
+            rhs.ptr,
+            rhs.cs,
+            rhs.rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// Parallel over images when the batch can fill the threads, else inside each GEMM.
+fn plan(n: usize) -> (bool, gemm::Parallelism) {
+    let threads = rayon::current_num_threads();
+    if n >= threads || threads == 1 {
+        (true, gemm::Parallelism::None)
+    } else {
+        (false, gemm::Parallelism::Rayon(threads))
+    }
+}
+
+/// Forward convolution of `x` (`n` images) with `wt` and an optional bias: `n * co * ho * wo`.
+pub fn forward(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    assert_eq!(x.len(), g.n * g.x_len(), "conv forward: input length");
+    assert_eq!(wt.len(), g.co * g.k(), "conv forward: weight length");
+    let (k, p) = (g.k(), g.p());
+    let mut y = vec![0.0f32; g.n * g.y_len()];
+    let one = |col: &mut Vec<f32>, yi: &mut [f32], xi: &[f32], par| {
+        let rhs = if g.pointwise() {
+            xi
+        } else {
+            col.resize(k * p, 0.0);
+            im2col(g, xi, col);
+            &col[..]
+        };
+        if let Some(b) = bias {
+            for (row, &bv) in yi.chunks_exact_mut(p).zip(b) {
+                row.fill(bv);
+            }
+        }
+        matmul(
+            yi,
+            g.co,
+            p,
+            k,
+            bias.is_some(),
+            Mat::rows(wt, k),
+            Mat::rows(rhs, p),
+            par,
+        );
+    };
+    if g.n == 0 {
+        return y;
+    }
+    match plan(g.n) {
+        (true, par) => y
+            .par_chunks_mut(g.y_len())
+            .zip(x.par_chunks(g.x_len()))
+            .for_each_init(Vec::new, |col, (yi, xi)| one(col, yi, xi, par)),
+        (false, par) => {
+            let mut col = Vec::new();
+            for (yi, xi) in y.chunks_mut(g.y_len()).zip(x.chunks(g.x_len())) {
+                one(&mut col, yi, xi, par);
+            }
+        }
+    }
+    y
+}
+
+/// Which gradients [`backward`] computes.
+#[derive(Clone, Copy, Debug)]
+pub struct Need {
+    pub x: bool,
+    pub weight: bool,
+    pub bias: bool,
+}
+
+/// Gradients of a convolution; each present when asked for.
+#[derive(Debug, Default)]
+pub struct Grads {
+    pub x: Option<Vec<f32>>,
+    pub weight: Option<Vec<f32>>,
+    pub bias: Option<Vec<f32>>,
+}
+
+/// A raw pointer to the input gradient, written by image at disjoint offsets.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: every image writes only its own `x_len` block of the buffer.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The `len` elements at `offset`.
+    ///
+    /// # Safety
+    /// The range lies inside the buffer, which outlives the slice, and no other slice overlaps it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
+    }
+}
+
+/// Per-thread scratch of the backward pass.
+struct Scratch {
+    dw: Vec<f32>,
+    col: Vec<f32>,
+    dcol: Vec<f32>,
+}
+
+/// The gradients with respect to the input, weight and bias, given the output gradient `dy`.
+pub fn backward(g: &Geom, x: &[f32], wt: &[f32], dy: &[f32], need: Need) -> Grads {
+    assert_eq!(x.len(), g.n * g.x_len(), "conv backward: input length");
+    assert_eq!(wt.len(), g.co * g.k(), "conv backward: weight length");
+    assert_eq!(dy.len(), g.n * g.y_len(), "conv backward: gradient length");
+    let (k, p, xl, yl) = (g.k(), g.p(), g.x_len(), g.y_len());
+    let mut dx = if need.x {
+        vec![0.0f32; g.n * xl]
+    } else {
+        Vec::new()
+    };
+    let dx_ptr = SharedOut(dx.as_mut_ptr());
+    let scratch = || Scratch {
+        dw: if need.weight {
+            vec![0.0; g.co * k]
+        } else {
+            Vec::new()
+        },
+        col: Vec::new(),
+        dcol: Vec::new(),
+    };
+    let one = |mut s: Scratch, i: usize, par| {
+        let (xi, dyi) = (&x[i * xl..][..xl], &dy[i * yl..][..yl]);
+        if need.weight {
+            let colx = if g.pointwise() {
+                xi
+            } else {
+                s.col.resize(k * p, 0.0);
+                im2col(g, xi, &mut s.col);
+                &s.col[..]
+            };
+            // dW (co x k) += dy_i (co x p) * col^T (p x k)
+            matmul(
+                &mut s.dw,
+                g.co,
+                k,
+                p,
+                true,
+                Mat::rows(dyi, p),
+                Mat::transposed(colx, p),
+                par,
+            );
+        }
+        if need.x {
+            // SAFETY: image i owns elements [i * xl, (i + 1) * xl) of `dx`, which outlives the
+            // parallel loop; no other image touches them.
+            let dxi = unsafe { dx_ptr.slice(i * xl, xl) };
+            let wt_t = Mat::transposed(wt, k);
+            if g.pointwise() {
+                matmul(dxi, k, p, g.co, false, wt_t, Mat::rows(dyi, p), par);
+            } else {
+                s.dcol.resize(k * p, 0.0);
+                matmul(&mut s.dcol, k, p, g.co, false, wt_t, Mat::rows(dyi, p), par);
+                col2im(g, &s.dcol, dxi);
+            }
+        }
+        s
+    };
+    let dw = match plan(g.n) {
+        (true, par) => (0..g.n)
+            .into_par_iter()
+            .fold(scratch, |s, i| one(s, i, par))
+            .map(|s| s.dw)
+            .reduce_with(|mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                a
+            }),
+        (false, par) => Some((0..g.n).fold(scratch(), |s, i| one(s, i, par)).dw),
+    };
+    let bias = need.bias.then(|| {
+        let mut db = vec![0.0f32; g.co];
+        for img in dy.chunks_exact(yl) {
+            for (d, row) in db.iter_mut().zip(img.chunks_exact(p)) {
+                *d += row.iter().sum::<f32>();
+            }
+        }
+        db
+    });
+    Grads {
+        x: need.x.then_some(dx),
+        weight: need
+            .weight
+            .then(|| dw.unwrap_or_else(|| vec![0.0; g.co * k])),
+        bias,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Direct convolution in f64, the reference.
+    fn naive(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f64> {
+        let mut y = vec![0.0f64; g.n * g.y_len()];
+        for n in 0..g.n {
+            for co in 0..g.co {
+                for oy in 0..g.ho {
+                    for ox in 0..g.wo {
+                        let mut s = bias.map_or(0.0, |b| b[co] as f64);
+                        for c in 0..g.ci {
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    let iy = (oy * g.sh + ky) as isize - g.ph as isize;
+                                    let ix = (ox * g.sw + kx) as isize - g.pw as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xv =
+                                        x[((n * g.ci + c) * g.h + iy as usize) * g.w + ix as usize];
+                                    let wv = wt[((co * g.ci + c) * g.kh + ky) * g.kw + kx];
+                                    s += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        y[((n * g.co + co) * g.ho + oy) * g.wo + ox] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn close(a: &[f32], b: &[f64], what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: length");
+        for (i, (a, b)) in a.iter().zip(b).enumerate() {
+            assert!(
+                (*a as f64 - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "{what}[{i}]: {a} vs {b}"
+            );
+        }
+    }
+
+    const CASES: [([usize; 4], [usize; 4], [usize; 2], [usize; 2]); 7] = [
+        ([3, 4, 7, 6], [5, 4, 3, 3], [1, 1], [1, 1]),
+        ([2, 3, 8, 8], [4, 3, 3, 3], [2, 2], [1, 1]),
+        ([2, 6, 5, 5], [3, 6, 1, 1], [1, 1], [0, 0]),
+        ([1, 2, 9, 7], [3, 2, 1, 7], [1, 1], [0, 3]),
+        ([4, 2, 7, 9], [2, 2, 7, 1], [1, 1], [3, 0]),
+        ([1, 3, 9, 9], [2, 3, 3, 3], [2, 2], [0, 0]),
+        ([2, 1, 6, 6], [2, 1, 5, 5], [1, 1], [2, 2]),
+    ];
+
+    #[test]
+    fn forward_matches_direct_convolution() {
+        for (i, (xs, ws, s, p)) in CASES.iter().enumerate() {
+            let g = Geom::new(*xs, *ws, *s, *p).unwrap();
+            let x = data(g.n * g.x_len(), i as u32);
+            let w = data(g.co * g.k(), 100 + i as u32);
+            let b = data(g.co, 200 + i as u32);
+            close(
+                &forward(&g, &x, &w, Some(&b)),
+                &naive(&g, &x, &w, Some(&b)),
+                "y",
+            );
+            close(
+                &forward(&g, &x, &w, None),
+                &naive(&g, &x, &w, None),
+                "y (no bias)",
+            );
+        }
+    }
+
+    /// Each gradient against the finite-free adjoint identity: for a random `dy`,
+    /// `<dy, conv(x + e_j)> - <dy, conv(x)>` is the j-th input gradient (the map is linear).
+    #[test]
+    fn gradients_match_the_adjoint_of_the_forward() {
+        for (i, (xs, ws, s, p)) in CASES.iter().enumerate() {
+            let g = Geom::new(*xs, *ws, *s, *p).unwrap();
+            let x = data(g.n * g.x_len(), i as u32);
+            let w = data(g.co * g.k(), 100 + i as u32);
+            let dy = data(g.n * g.y_len(), 300 + i as u32);
+            let all = Need {
+                x: true,
+                weight: true,
+                bias: true,
+            };
+            let gr = backward(&g, &x, &w, &dy, all);
+            let dot = |y: &[f64]| y.iter().zip(&dy).map(|(a, b)| a * *b as f64).sum::<f64>();
+            let unit = |len: usize, j: usize| {
+                let mut e = vec![0.0f32; len];
+                e[j] = 1.0;
+                e
+            };
+            let want_x: Vec<f64> = (0..x.len())
+                .map(|j| dot(&naive(&g, &unit(x.len(), j), &w, None)))
+                .collect();
+            let want_w: Vec<f64> = (0..w.len())
+                .map(|j| dot(&naive(&g, &x, &unit(w.len(), j), None)))
+                .collect();
+            let want_b: Vec<f64> = (0..g.co)
+                .map(|j| {
+                    dot(&naive(
+                        &g,
+                        &vec![0.0; x.len()],
+                        &vec![0.0; w.len()],
+                        Some(&unit(g.co, j)),
+                    ))
+                })
+                .collect();
+            close(gr.x.as_deref().unwrap(), &want_x, "dx");
+            close(gr.weight.as_deref().unwrap(), &want_w, "dw");
+            close(gr.bias.as_deref().unwrap(), &want_b, "db");
+            let only_w = backward(
+                &g,
+                &x,
+                &w,
+                &dy,
+                Need {
+                    x: false,
+                    weight: true,
+                    bias: false,
+                },
+            );
+            assert!(only_w.x.is_none() && only_w.bias.is_none());
+            close(only_w.weight.as_deref().unwrap(), &want_w, "dw alone");
+        }
+    }
+
+    #[test]
+    fn geometry_rejects_what_does_not_fit() {
+        assert!(Geom::new([1, 3, 4, 4], [2, 4, 3, 3], [1, 1], [1, 1]).is_none());
+        assert!(Geom::new([1, 3, 2, 2], [2, 3, 5, 5], [1, 1], [0, 0]).is_none());
+        assert!(Geom::new([1, 3, 4, 4], [2, 3, 3, 3], [0, 1], [1, 1]).is_none());
+        let g = Geom::new([2, 3, 32, 32], [8, 3, 3, 3], [2, 2], [1, 1]).unwrap();
+        assert_eq!((g.ho, g.wo), (16, 16));
+    }
+}

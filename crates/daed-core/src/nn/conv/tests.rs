@@ -1,0 +1,125 @@
+//! daed's convolution against burn's, forward and gradients, through the real dispatch path.
+use burn::tensor::module::conv2d as burn_conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Int, Tensor};
+
+use super::ext;
+
+fn assert_close<const D: usize>(a: Tensor<D>, b: Tensor<D>, what: &str) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shape");
+    let a = a.into_data().try_to_vec::<f32>().unwrap();
+    let b = b.into_data().try_to_vec::<f32>().unwrap();
+    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() <= 2e-5 * scale,
+            "{what}[{i}]: {x} vs {y} (scale {scale})"
+        );
+    }
+}
+
+const CASES: [([usize; 4], [usize; 4], [usize; 2], [usize; 2]); 4] = [
+    ([3, 4, 8, 8], [6, 4, 3, 3], [1, 1], [1, 1]),
+    ([2, 5, 9, 9], [4, 5, 3, 3], [2, 2], [1, 1]),
+    ([4, 6, 5, 5], [3, 6, 1, 1], [1, 1], [0, 0]),
+    ([1, 3, 7, 7], [2, 3, 1, 7], [1, 1], [0, 3]),
+];
+
+#[test]
+fn forward_equals_burns_convolution() {
+    let d = Device::flex();
+    for (xs, ws, stride, pad) in CASES {
+        let x = Tensor::<4>::random(xs, Distribution::Normal(0.0, 1.0), &d);
+        let w = Tensor::<4>::random(ws, Distribution::Normal(0.0, 0.3), &d);
+        let b = Tensor::<1>::random([ws[0]], Distribution::Normal(0.0, 1.0), &d);
+        let opts = ConvOptions::new(stride, pad, [1, 1], 1);
+        assert!(ext::applies(&x, &opts));
+        let ours = ext::conv2d(x.clone(), w.clone(), b.clone(), opts.clone());
+        let theirs = burn_conv2d(x.clone(), w.clone(), Some(b.clone()), opts.clone());
+        assert_close(ours, theirs, "forward");
+        // A strided view (H and W swapped) goes through the copy to a dense tensor.
+        let view = x.swap_dims(2, 3);
+        let ours = ext::conv2d(view.clone(), w.clone(), b.clone(), opts.clone());
+        let theirs = burn_conv2d(view, w, Some(b), opts);
+        assert_close(ours, theirs, "forward of a view");
+    }
+}
+
+#[test]
+fn gradients_equal_burns_under_autodiff() {
+    let d = Device::flex().autodiff();
+    for (xs, ws, stride, pad) in CASES {
+        let x = Tensor::<4>::random(xs, Distribution::Normal(0.0, 1.0), &d);
+        let w = Tensor::<4>::random(ws, Distribution::Normal(0.0, 0.3), &d);
+        let b = Tensor::<1>::random([ws[0]], Distribution::Normal(0.0, 1.0), &d);
+        let opts = ConvOptions::new(stride, pad, [1, 1], 1);
+        let run = |ours: bool| {
+            let (x, w, b) = (
+                x.clone().require_grad(),
+                w.clone().require_grad(),
+                b.clone().require_grad(),
+            );
+            let y = if ours {
+                ext::conv2d(x.clone(), w.clone(), b.clone(), opts.clone())
+            } else {
+                burn_conv2d(x.clone(), w.clone(), Some(b.clone()), opts.clone())
+            };
+            // A non-uniform upstream gradient: d(loss)/dy = y's position-dependent weights.
+            let n = y.dims().iter().product::<usize>();
+            let weights = Tensor::<1, Int>::arange(0..n as i64, &d)
+                .float()
+                .div_scalar(n as f32)
+                .reshape(y.dims());
+            let grads = (y.clone() * weights).sum().backward();
+            let g = |t: Option<Tensor<4>>| t.expect("gradient present");
+            (
+                y.detach(),
+                g(x.grad(&grads)),
+                g(w.grad(&grads)),
+                b.grad(&grads).expect("bias gradient"),
+            )
+        };
+        let (y1, dx1, dw1, db1) = run(true);
+        let (y2, dx2, dw2, db2) = run(false);
+        assert_close(y1, y2, "y");
+        assert_close(dx1, dx2, "dx");
+        assert_close(dw1, dw2, "dw");
+        assert_close(db1, db2, "db");
+    }
+}
+
+#[test]
+fn a_constant_input_gets_no_gradient_but_the_weights_do() {
+    let d = Device::flex().autodiff();
+    let x = Tensor::<4>::random([2, 3, 6, 6], Distribution::Normal(0.0, 1.0), &d);
+    let w = Tensor::<4>::random([4, 3, 3, 3], Distribution::Normal(0.0, 0.3), &d).require_grad();
+    let b = Tensor::<1>::zeros([4], &d).require_grad();
+    let opts = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    let grads = ext::conv2d(x.clone(), w.clone(), b.clone(), opts.clone())
+        .sum()
+        .backward();
+    assert!(x.grad(&grads).is_none());
+    let dw = w.grad(&grads).unwrap();
+    let want = burn_conv2d(x.clone().require_grad(), w.clone(), Some(b.clone()), opts)
+        .sum()
+        .backward();
+    assert_close(dw, w.grad(&want).unwrap(), "dw");
+}
+
+#[test]
+fn other_devices_and_options_keep_burns_convolution() {
+    let d = Device::flex();
+    let x = Tensor::<4>::zeros([1, 2, 5, 5], &d);
+    assert!(!ext::applies(
+        &x,
+        &ConvOptions::new([1, 1], [1, 1], [2, 2], 1)
+    ));
+    assert!(!ext::applies(
+        &x,
+        &ConvOptions::new([1, 1], [1, 1], [1, 1], 2)
+    ));
+    assert!(ext::applies(
+        &x,
+        &ConvOptions::new([2, 2], [0, 0], [1, 1], 1)
+    ));
+}
