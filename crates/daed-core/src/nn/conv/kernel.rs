@@ -183,12 +183,10 @@ impl Mat {
     }
 }
 
-/// `dst (m x n, row-major) [+]= lhs (m x k) * rhs (k x n)`.
+/// `dst (m x n, row-major) [+]= lhs (m x k) * rhs (k x n)`, with `[m, n, k] = mnk`.
 fn matmul(
     dst: &mut [f32],
-    m: usize,
-    n: usize,
-    k: usize,
+    [m, n, k]: [usize; 3],
     acc: bool,
     lhs: Mat,
     rhs: Mat,
@@ -253,9 +251,7 @@ pub fn forward(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32
         }
         matmul(
             yi,
-            g.co,
-            p,
-            k,
+            [g.co, p, k],
             bias.is_some(),
             Mat::rows(wt, k),
             Mat::rows(rhs, p),
@@ -355,9 +351,7 @@ pub fn backward(g: &Geom, x: &[f32], wt: &[f32], dy: &[f32], need: Need) -> Grad
             // dW (co x k) += dy_i (co x p) * col^T (p x k)
             matmul(
                 &mut s.dw,
-                g.co,
-                k,
-                p,
+                [g.co, k, p],
                 true,
                 Mat::rows(dyi, p),
                 Mat::transposed(colx, p),
@@ -370,10 +364,17 @@ pub fn backward(g: &Geom, x: &[f32], wt: &[f32], dy: &[f32], need: Need) -> Grad
             let dxi = unsafe { dx_ptr.slice(i * xl, xl) };
             let wt_t = Mat::transposed(wt, k);
             if g.pointwise() {
-                matmul(dxi, k, p, g.co, false, wt_t, Mat::rows(dyi, p), par);
+                matmul(dxi, [k, p, g.co], false, wt_t, Mat::rows(dyi, p), par);
             } else {
                 s.dcol.resize(k * p, 0.0);
-                matmul(&mut s.dcol, k, p, g.co, false, wt_t, Mat::rows(dyi, p), par);
+                matmul(
+                    &mut s.dcol,
+                    [k, p, g.co],
+                    false,
+                    wt_t,
+                    Mat::rows(dyi, p),
+                    par,
+                );
                 col2im(g, &s.dcol, dxi);
             }
         }
@@ -466,7 +467,10 @@ mod tests {
         }
     }
 
-    const CASES: [([usize; 4], [usize; 4], [usize; 2], [usize; 2]); 7] = [
+    /// Input shape, weight shape, stride, padding.
+    type Case = ([usize; 4], [usize; 4], [usize; 2], [usize; 2]);
+
+    const CASES: [Case; 7] = [
         ([3, 4, 7, 6], [5, 4, 3, 3], [1, 1], [1, 1]),
         ([2, 3, 8, 8], [4, 3, 3, 3], [2, 2], [1, 1]),
         ([2, 6, 5, 5], [3, 6, 1, 1], [1, 1], [0, 0]),

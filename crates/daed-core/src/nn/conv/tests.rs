@@ -18,7 +18,10 @@ fn assert_close<const D: usize>(a: Tensor<D>, b: Tensor<D>, what: &str) {
     }
 }
 
-const CASES: [([usize; 4], [usize; 4], [usize; 2], [usize; 2]); 4] = [
+/// Input shape, weight shape, stride, padding.
+type Case = ([usize; 4], [usize; 4], [usize; 2], [usize; 2]);
+
+const CASES: [Case; 4] = [
     ([3, 4, 8, 8], [6, 4, 3, 3], [1, 1], [1, 1]),
     ([2, 5, 9, 9], [4, 5, 3, 3], [2, 2], [1, 1]),
     ([4, 6, 5, 5], [3, 6, 1, 1], [1, 1], [0, 0]),
