@@ -1,71 +1,78 @@
-//! Probe: flex conv2d vs the same 3x3 conv as one matmul (GFLOP/s), forward only.
+//! Probe: GFLOP/s of burn-flex's conv2d and of daed's kernel (one GEMM per image, or grouped
+//! images per GEMM), forward and backward, on the CIFAR-10 / Fashion-MNIST U-Net conv shapes.
+//!
+//! `cargo run --release -p daed-core --example conv_probe [batch]`
 use std::time::Instant;
 
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
+use daed_core::nn::conv::kernel::{self, Geom, Need};
 
-fn time<F: FnMut() -> f32>(mut f: F) -> f64 {
+/// Best of three timed runs after one warm-up, in seconds.
+fn time<F: FnMut()>(mut f: F) -> f64 {
     f();
-    let mut best = f64::MAX;
-    for _ in 0..3 {
-        let t = Instant::now();
-        std::hint::black_box(f());
-        best = best.min(t.elapsed().as_secs_f64());
-    }
-    best
+    (0..3)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min)
 }
 
 fn main() {
-    let d = Device::default();
-    for (b, c, h) in [
-        (16usize, 128usize, 32usize),
-        (16, 256, 16),
-        (16, 256, 8),
-        (128, 64, 28),
+    let b: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(16);
+    let d = Device::flex();
+    let all = Need {
+        x: true,
+        weight: true,
+        bias: true,
+    };
+    println!("batch {b}; GFLOP/s (forward: one conv; backward: input + weight gradients)");
+    println!("| shape | flex fwd | daed fwd per image | daed fwd grouped | daed bwd per image | daed bwd grouped |");
+    println!("|---|---|---|---|---|---|");
+    for (c, co, h, s) in [
+        (128usize, 128usize, 32usize, 1usize),
+        (128, 128, 32, 2),
+        (256, 256, 16, 1),
+        (256, 256, 8, 1),
+        (512, 256, 8, 1),
+        (256, 256, 4, 1),
+        (64, 64, 28, 1),
     ] {
+        let g = Geom::new([b, c, h, h], [co, c, 3, 3], [s, s], [1, 1]).expect("valid shape");
+        let flops = 2.0 * (g.n * g.p()) as f64 * g.k() as f64 * co as f64;
         let x = Tensor::<4>::random([b, c, h, h], Distribution::Normal(0.0, 1.0), &d);
-        let w = Tensor::<4>::random([c, c, 3, 3], Distribution::Normal(0.0, 0.1), &d);
-        let flops = 2.0 * (b * h * h) as f64 * (9 * c) as f64 * c as f64;
-        let tc = time(|| {
-            conv2d(
-                x.clone(),
-                w.clone(),
-                None,
-                ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
-            )
-            .slice([0..1, 0..1, 0..1, 0..1])
-            .into_scalar::<f32>()
+        let w = Tensor::<4>::random([co, c, 3, 3], Distribution::Normal(0.0, 0.1), &d);
+        let t_flex = time(|| {
+            let y = conv2d(x.clone(), w.clone(), None, ConvOptions::new([s, s], [1, 1], [1, 1], 1));
+            std::hint::black_box(y.into_data());
         });
-        let a = Tensor::<2>::random([b * h * h, 9 * c], Distribution::Normal(0.0, 1.0), &d);
-        let wm = Tensor::<2>::random([9 * c, c], Distribution::Normal(0.0, 1.0), &d);
-        let tm = time(|| {
-            a.clone()
-                .matmul(wm.clone())
-                .slice([0..1, 0..1])
-                .into_scalar::<f32>()
+        let xs = x.into_data().into_vec::<f32>().expect("f32");
+        let ws = w.into_data().into_vec::<f32>().expect("f32");
+        let dy = vec![0.5f32; g.n * g.y_len()];
+        let none = gemm::Parallelism::None;
+        let t_one = time(|| {
+            std::hint::black_box(kernel::forward_grouped(&g, &xs, &ws, None, 1, none));
         });
-        // im2col by 9 shifted slices of the padded input, then one matmul.
-        let ti = time(|| {
-            let xp = x
-                .clone()
-                .pad((1, 1, 1, 1), burn::tensor::ops::PadMode::Constant(0.0));
-            let mut parts = Vec::new();
-            for dy in 0..3 {
-                for dx in 0..3 {
-                    parts.push(xp.clone().slice([0..b, 0..c, dy..dy + h, dx..dx + h]));
-                }
-            }
-            let col = Tensor::cat(parts, 1)
-                .permute([0, 2, 3, 1])
-                .reshape([b * h * h, 9 * c]);
-            col.matmul(wm.clone())
-                .slice([0..1, 0..1])
-                .into_scalar::<f32>()
+        let t_grp = time(|| {
+            std::hint::black_box(kernel::forward(&g, &xs, &ws, None));
         });
+        let tb_one = time(|| {
+            std::hint::black_box(kernel::backward_grouped(&g, &xs, &ws, &dy, all, 1, none));
+        });
+        let tb_grp = time(|| {
+            std::hint::black_box(kernel::backward(&g, &xs, &ws, &dy, all));
+        });
+        let gf = |t: f64, m: f64| format!("{:.0} ({:.1} ms)", m * flops / t / 1e9, t * 1e3);
         println!(
-            "B{b} C{c} {h}x{h}: conv2d {:.1} ms ({:.0} GFLOP/s) | matmul alone {:.1} ms ({:.0} GFLOP/s) | slices+cat+matmul {:.1} ms",
-            tc * 1e3, flops / tc / 1e9, tm * 1e3, flops / tm / 1e9, ti * 1e3
+            "| {c}->{co} {h}x{h} /{s} | {} | {} | {} | {} | {} |",
+            gf(t_flex, 1.0),
+            gf(t_one, 1.0),
+            gf(t_grp, 1.0),
+            gf(tb_one, 2.0),
+            gf(tb_grp, 2.0)
         );
     }
 }

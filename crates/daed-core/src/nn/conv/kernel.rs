@@ -93,14 +93,15 @@ impl Geom {
     }
 }
 
-/// Writes image `x` (`ci * h * w`) as the `k x p` im2col matrix `col`.
-fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
+/// Writes image `x` (`ci * h * w`) into the `k x p` im2col block of `col`, whose rows are `ld`
+/// elements apart (`ld > p` when several images sit side by side).
+fn im2col(g: &Geom, x: &[f32], col: &mut [f32], ld: usize) {
     let p = g.p();
     for c in 0..g.ci {
         let plane = &x[c * g.h * g.w..][..g.h * g.w];
         for ky in 0..g.kh {
             for kx in 0..g.kw {
-                let row = &mut col[((c * g.kh + ky) * g.kw + kx) * p..][..p];
+                let row = &mut col[((c * g.kh + ky) * g.kw + kx) * ld..][..p];
                 let (lo, hi) = g.valid_cols(kx);
                 for (oy, out) in row.chunks_exact_mut(g.wo).enumerate() {
                     let iy = (oy * g.sh + ky).wrapping_sub(g.ph);
@@ -125,14 +126,15 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32]) {
     }
 }
 
-/// Adds the `k x p` matrix `col` back onto image `dx` (the adjoint of [`im2col`]).
-fn col2im(g: &Geom, col: &[f32], dx: &mut [f32]) {
+/// Adds the `k x p` block of `col` (rows `ld` apart) back onto image `dx` (the adjoint of
+/// [`im2col`]).
+fn col2im(g: &Geom, col: &[f32], ld: usize, dx: &mut [f32]) {
     let p = g.p();
     for c in 0..g.ci {
         let plane = &mut dx[c * g.h * g.w..][..g.h * g.w];
         for ky in 0..g.kh {
             for kx in 0..g.kw {
-                let row = &col[((c * g.kh + ky) * g.kw + kx) * p..][..p];
+                let row = &col[((c * g.kh + ky) * g.kw + kx) * ld..][..p];
                 let (lo, hi) = g.valid_cols(kx);
                 for (oy, src) in row.chunks_exact(g.wo).enumerate() {
                     let iy = (oy * g.sh + ky).wrapping_sub(g.ph);
@@ -220,58 +222,128 @@ fn matmul(
     }
 }
 
-/// Parallel over images when the batch can fill the threads, else inside each GEMM.
-fn plan(n: usize) -> (bool, gemm::Parallelism) {
-    let threads = rayon::current_num_threads();
-    if n >= threads || threads == 1 {
-        (true, gemm::Parallelism::None)
+/// Output columns a backward GEMM aims for. The weight gradient of one image is a product
+/// with only `p` inner terms, which at 8x8 pixels re-reads and re-writes the whole `co x k`
+/// accumulator for every 64 columns; grouping images side by side makes that term longer. The
+/// forward pass and large images do better one image per GEMM (measured with
+/// `examples/conv_probe.rs`).
+const BACKWARD_COLUMNS: usize = 128;
+
+/// The im2col buffer of one group stays under this many elements (64 MiB).
+const MAX_COL: usize = 16 << 20;
+
+/// How the batch is cut: images per GEMM (aiming at `columns` GEMM columns) and the GEMM's own
+/// parallelism. Groups are shared out over rayon's threads; with fewer images than threads, the
+/// GEMM itself runs on all of them.
+fn plan(g: &Geom, columns: usize) -> (usize, gemm::Parallelism) {
+    let threads = rayon::current_num_threads().max(1);
+    let per_thread = g.n.div_ceil(threads).max(1);
+    let by_size = (MAX_COL / (g.k() * g.p()).max(1)).max(1);
+    let group = columns.div_ceil(g.p()).min(per_thread).min(by_size).max(1);
+    let par = if g.n < threads && threads > 1 {
+        gemm::Parallelism::Rayon(threads)
     } else {
-        (false, gemm::Parallelism::Rayon(threads))
+        gemm::Parallelism::None
+    };
+    (group, par)
+}
+
+/// A raw pointer to the input gradient, written by groups of images at disjoint offsets.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: every group writes only its own block of the buffer.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The `len` elements at `offset`.
+    ///
+    /// # Safety
+    /// The range lies inside the buffer, which outlives the slice, and no other slice overlaps it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
     }
+}
+
+/// Per-thread scratch buffers.
+#[derive(Default)]
+struct Scratch {
+    col: Vec<f32>,
+    out: Vec<f32>,
+    dw: Vec<f32>,
 }
 
 /// Forward convolution of `x` (`n` images) with `wt` and an optional bias: `n * co * ho * wo`.
 pub fn forward(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let (group, par) = plan(g, 1);
+    forward_grouped(g, x, wt, bias, group, par)
+}
+
+/// [`forward`] with `group` images per GEMM (1: one GEMM per image).
+pub fn forward_grouped(
+    g: &Geom,
+    x: &[f32],
+    wt: &[f32],
+    bias: Option<&[f32]>,
+    group: usize,
+    par: gemm::Parallelism,
+) -> Vec<f32> {
     assert_eq!(x.len(), g.n * g.x_len(), "conv forward: input length");
     assert_eq!(wt.len(), g.co * g.k(), "conv forward: weight length");
-    let (k, p) = (g.k(), g.p());
-    let mut y = vec![0.0f32; g.n * g.y_len()];
-    let one = |col: &mut Vec<f32>, yi: &mut [f32], xi: &[f32], par| {
-        let rhs = if g.pointwise() {
-            xi
+    let (k, p, xl, yl, group) = (g.k(), g.p(), g.x_len(), g.y_len(), group.max(1));
+    let mut y = vec![0.0f32; g.n * yl];
+    let one = |s: &mut Scratch, ys: &mut [f32], xs: &[f32]| {
+        let imgs = xs.len() / xl;
+        let ld = imgs * p;
+        let rhs = if imgs == 1 && g.pointwise() {
+            xs
         } else {
-            col.resize(k * p, 0.0);
-            im2col(g, xi, col);
-            &col[..]
-        };
-        if let Some(b) = bias {
-            for (row, &bv) in yi.chunks_exact_mut(p).zip(b) {
-                row.fill(bv);
+            s.col.resize(k * ld, 0.0);
+            for (j, xi) in xs.chunks_exact(xl).enumerate() {
+                im2col(g, xi, &mut s.col[j * p..], ld);
             }
+            &s.col[..]
+        };
+        if imgs == 1 {
+            if let Some(b) = bias {
+                for (row, &bv) in ys.chunks_exact_mut(p).zip(b) {
+                    row.fill(bv);
+                }
+            }
+            matmul(
+                ys,
+                [g.co, p, k],
+                bias.is_some(),
+                Mat::rows(wt, k),
+                Mat::rows(rhs, p),
+                par,
+            );
+            return;
         }
+        s.out.resize(g.co * ld, 0.0);
         matmul(
-            yi,
-            [g.co, p, k],
-            bias.is_some(),
+            &mut s.out,
+            [g.co, ld, k],
+            false,
             Mat::rows(wt, k),
-            Mat::rows(rhs, p),
+            Mat::rows(rhs, ld),
             par,
         );
-    };
-    if g.n == 0 {
-        return y;
-    }
-    match plan(g.n) {
-        (true, par) => y
-            .par_chunks_mut(g.y_len())
-            .zip(x.par_chunks(g.x_len()))
-            .for_each_init(Vec::new, |col, (yi, xi)| one(col, yi, xi, par)),
-        (false, par) => {
-            let mut col = Vec::new();
-            for (yi, xi) in y.chunks_mut(g.y_len()).zip(x.chunks(g.x_len())) {
-                one(&mut col, yi, xi, par);
+        for (j, yi) in ys.chunks_exact_mut(yl).enumerate() {
+            for (co, row) in yi.chunks_exact_mut(p).enumerate() {
+                let src = &s.out[co * ld + j * p..][..p];
+                let b = bias.map_or(0.0, |b| b[co]);
+                for (d, v) in row.iter_mut().zip(src) {
+                    *d = v + b;
+                }
             }
         }
+    };
+    if g.n > 0 {
+        y.par_chunks_mut(group * yl)
+            .zip(x.par_chunks(group * xl))
+            .for_each_init(Scratch::default, |s, (ys, xs)| one(s, ys, xs));
     }
     y
 }
@@ -292,105 +364,107 @@ pub struct Grads {
     pub bias: Option<Vec<f32>>,
 }
 
-/// A raw pointer to the input gradient, written by image at disjoint offsets.
-#[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
-// SAFETY: every image writes only its own `x_len` block of the buffer.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
-
-impl SharedOut {
-    /// The `len` elements at `offset`.
-    ///
-    /// # Safety
-    /// The range lies inside the buffer, which outlives the slice, and no other slice overlaps it.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
-    }
-}
-
-/// Per-thread scratch of the backward pass.
-struct Scratch {
-    dw: Vec<f32>,
-    col: Vec<f32>,
-    dcol: Vec<f32>,
-}
-
 /// The gradients with respect to the input, weight and bias, given the output gradient `dy`.
 pub fn backward(g: &Geom, x: &[f32], wt: &[f32], dy: &[f32], need: Need) -> Grads {
+    let (group, par) = plan(g, BACKWARD_COLUMNS);
+    backward_grouped(g, x, wt, dy, need, group, par)
+}
+
+/// [`backward`] with `group` images per GEMM.
+pub fn backward_grouped(
+    g: &Geom,
+    x: &[f32],
+    wt: &[f32],
+    dy: &[f32],
+    need: Need,
+    group: usize,
+    par: gemm::Parallelism,
+) -> Grads {
     assert_eq!(x.len(), g.n * g.x_len(), "conv backward: input length");
     assert_eq!(wt.len(), g.co * g.k(), "conv backward: weight length");
     assert_eq!(dy.len(), g.n * g.y_len(), "conv backward: gradient length");
-    let (k, p, xl, yl) = (g.k(), g.p(), g.x_len(), g.y_len());
+    let (k, p, xl, yl, group) = (g.k(), g.p(), g.x_len(), g.y_len(), group.max(1));
     let mut dx = if need.x {
         vec![0.0f32; g.n * xl]
     } else {
         Vec::new()
     };
     let dx_ptr = SharedOut(dx.as_mut_ptr());
-    let scratch = || Scratch {
-        dw: if need.weight {
-            vec![0.0; g.co * k]
+    let one = |mut s: Scratch, first: usize| {
+        let imgs = group.min(g.n - first);
+        let ld = imgs * p;
+        let (xs, dys) = (
+            &x[first * xl..][..imgs * xl],
+            &dy[first * yl..][..imgs * yl],
+        );
+        // The output gradient of the group as one `co x (imgs * p)` matrix.
+        let d = if imgs == 1 {
+            dys
         } else {
-            Vec::new()
-        },
-        col: Vec::new(),
-        dcol: Vec::new(),
-    };
-    let one = |mut s: Scratch, i: usize, par| {
-        let (xi, dyi) = (&x[i * xl..][..xl], &dy[i * yl..][..yl]);
+            s.out.resize(g.co * ld, 0.0);
+            for (j, dyi) in dys.chunks_exact(yl).enumerate() {
+                for (co, row) in dyi.chunks_exact(p).enumerate() {
+                    s.out[co * ld + j * p..][..p].copy_from_slice(row);
+                }
+            }
+            &s.out[..]
+        };
         if need.weight {
-            let colx = if g.pointwise() {
-                xi
+            let colx = if imgs == 1 && g.pointwise() {
+                xs
             } else {
-                s.col.resize(k * p, 0.0);
-                im2col(g, xi, &mut s.col);
+                s.col.resize(k * ld, 0.0);
+                for (j, xi) in xs.chunks_exact(xl).enumerate() {
+                    im2col(g, xi, &mut s.col[j * p..], ld);
+                }
                 &s.col[..]
             };
-            // dW (co x k) += dy_i (co x p) * col^T (p x k)
+            if s.dw.is_empty() {
+                s.dw = vec![0.0; g.co * k];
+            }
+            // dW (co x k) += D (co x ld) * col^T (ld x k)
             matmul(
                 &mut s.dw,
-                [g.co, k, p],
+                [g.co, k, ld],
                 true,
-                Mat::rows(dyi, p),
-                Mat::transposed(colx, p),
+                Mat::rows(d, ld),
+                Mat::transposed(colx, ld),
                 par,
             );
         }
         if need.x {
-            // SAFETY: image i owns elements [i * xl, (i + 1) * xl) of `dx`, which outlives the
-            // parallel loop; no other image touches them.
-            let dxi = unsafe { dx_ptr.slice(i * xl, xl) };
+            // SAFETY: this group owns elements [first * xl, (first + imgs) * xl) of `dx`, which
+            // outlives the parallel loop; no other group touches them.
+            let dxs = unsafe { dx_ptr.slice(first * xl, imgs * xl) };
             let wt_t = Mat::transposed(wt, k);
-            if g.pointwise() {
-                matmul(dxi, [k, p, g.co], false, wt_t, Mat::rows(dyi, p), par);
+            if imgs == 1 && g.pointwise() {
+                matmul(dxs, [k, p, g.co], false, wt_t, Mat::rows(d, p), par);
             } else {
-                s.dcol.resize(k * p, 0.0);
+                s.col.resize(k * ld, 0.0);
                 matmul(
-                    &mut s.dcol,
-                    [k, p, g.co],
+                    &mut s.col,
+                    [k, ld, g.co],
                     false,
                     wt_t,
-                    Mat::rows(dyi, p),
+                    Mat::rows(d, ld),
                     par,
                 );
-                col2im(g, &s.dcol, dxi);
+                for (j, dxi) in dxs.chunks_exact_mut(xl).enumerate() {
+                    col2im(g, &s.col[j * p..], ld, dxi);
+                }
             }
         }
         s
     };
-    let dw = match plan(g.n) {
-        (true, par) => (0..g.n)
-            .into_par_iter()
-            .fold(scratch, |s, i| one(s, i, par))
-            .map(|s| s.dw)
-            .reduce_with(|mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            }),
-        (false, par) => Some((0..g.n).fold(scratch(), |s, i| one(s, i, par)).dw),
-    };
+    let dw = (0..g.n.div_ceil(group))
+        .into_par_iter()
+        .fold(Scratch::default, |s, i| one(s, i * group))
+        .map(|s| s.dw)
+        .filter(|dw| !dw.is_empty())
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        });
     let bias = need.bias.then(|| {
         let mut db = vec![0.0f32; g.co];
         for img in dy.chunks_exact(yl) {
@@ -553,6 +627,11 @@ mod tests {
             );
             assert!(only_w.x.is_none() && only_w.bias.is_none());
             close(only_w.weight.as_deref().unwrap(), &want_w, "dw alone");
+            for group in [1, 2, 3] {
+                let gr = backward_grouped(&g, &x, &w, &dy, all, group, gemm::Parallelism::None);
+                close(gr.x.as_deref().unwrap(), &want_x, "dx (grouped)");
+                close(gr.weight.as_deref().unwrap(), &want_w, "dw (grouped)");
+            }
         }
     }
 
