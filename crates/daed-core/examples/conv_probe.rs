@@ -22,7 +22,10 @@ fn time<F: FnMut()>(mut f: F) -> f64 {
 }
 
 fn main() {
-    let b: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(16);
+    let b: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(16);
     let d = Device::flex();
     let all = Need {
         x: true,
@@ -46,7 +49,12 @@ fn main() {
         let x = Tensor::<4>::random([b, c, h, h], Distribution::Normal(0.0, 1.0), &d);
         let w = Tensor::<4>::random([co, c, 3, 3], Distribution::Normal(0.0, 0.1), &d);
         let t_flex = time(|| {
-            let y = conv2d(x.clone(), w.clone(), None, ConvOptions::new([s, s], [1, 1], [1, 1], 1));
+            let y = conv2d(
+                x.clone(),
+                w.clone(),
+                None,
+                ConvOptions::new([s, s], [1, 1], [1, 1], 1),
+            );
             std::hint::black_box(y.into_data());
         });
         let xs = x.into_data().into_vec::<f32>().expect("f32");

@@ -6,7 +6,7 @@ use burn::nn::{
     Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig,
     PaddingConfig2d,
 };
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
@@ -20,25 +20,23 @@ pub fn norm(channels: usize, device: &Device) -> GroupNorm {
     GroupNormConfig::new(groups, channels).init(device)
 }
 
-/// GroupNorm of `x` `[B, C, H, W]` with its affine, and optionally the ResBlock's
-/// `* (1 + scale) + shift` (`[B, C]` each), as one per-channel multiply-add.
+/// GroupNorm of `x` `[B, C, H, W]` with its affine, optionally the ResBlock's
+/// `* (1 + scale) + shift` (`[B, C]` each), and optionally SiLU, as one per-channel multiply-add.
 ///
-/// Same result as `gn.forward(x) * (1 + scale) + shift`, with fewer passes over the activation:
-/// the statistics are `[B, G]`, gamma, beta, scale and shift fold into `[B, C]` coefficients
-/// `a`, `b`, and the big tensor is touched by the two reductions and `x * a + b` (burn's
-/// GroupNorm and the separate scale-shift take four more element-wise passes, forward and
-/// backward, and flex runs element-wise ops on one core).
-pub fn norm_affine(
+/// Same result as `silu(gn.forward(x) * (1 + scale) + shift)`, with far fewer passes over the
+/// activation: the statistics are `[B, G]` ([`super::norm::group_stats`]); gamma, beta, scale
+/// and shift fold into `[B, C]` coefficients `a`, `o`; and the big tensor is touched once more by
+/// `act(x * a + o)` ([`super::norm::affine_act`]). On flex both are fused operations with their
+/// own backward steps.
+pub fn norm_act(
     gn: &GroupNorm,
     x: Tensor<4>,
     scale_shift: Option<(Tensor<2>, Tensor<2>)>,
+    act: bool,
 ) -> Tensor<4> {
-    let [b, c, h, w] = x.dims();
+    let [b, c, _, _] = x.dims();
     let g = gn.num_groups;
-    let xg = x.clone().reshape([b, g, (c / g) * h * w]);
-    let mean = xg.clone().mean_dim(2); // [b, g, 1]
-    let var = (xg - mean.clone()).square().mean_dim(2);
-    let rstd = var.add_scalar(gn.epsilon).sqrt().recip();
+    let (mean, rstd) = super::norm::group_stats(x.clone(), g, gn.epsilon);
     let per_channel = |t: Tensor<3>| t.expand([b, g, c / g]).reshape([b, c]);
     let (mean, rstd) = (per_channel(mean), per_channel(rstd));
     let gamma = gn.gamma.as_ref().map(|p| p.val().reshape([1, c]));
@@ -60,7 +58,7 @@ pub fn norm_affine(
         Some(sh) => sh - mean * a.clone(),
         None => -(mean * a.clone()),
     };
-    x * a.reshape([b, c, 1, 1]) + offset.reshape([b, c, 1, 1])
+    super::norm::affine_act(x, a, offset, act)
 }
 
 /// A 3x3 (or 1x1) same-padding convolution; `zero` gives a zero-initialised one.
@@ -125,18 +123,18 @@ impl ResBlock {
     pub fn forward(&self, x: Tensor<4>, emb: Tensor<2>) -> Tensor<4> {
         let h = conv_fwd(
             &self.in_conv,
-            silu(norm_affine(&self.in_norm, x.clone(), None)),
+            norm_act(&self.in_norm, x.clone(), None, true),
         );
         let [b, c, _, _] = h.dims();
         let e = self.emb_layer.forward(emb);
         let h = if self.scale_shift {
             let scale = e.clone().narrow(1, 0, c);
             let shift = e.narrow(1, c, c);
-            norm_affine(&self.out_norm, h, Some((scale, shift)))
+            norm_act(&self.out_norm, h, Some((scale, shift)), true)
         } else {
-            norm_affine(&self.out_norm, h + e.reshape([b, c, 1, 1]), None)
+            norm_act(&self.out_norm, h + e.reshape([b, c, 1, 1]), None, true)
         };
-        let h = conv_fwd(&self.out_conv, self.dropout.forward(silu(h)));
+        let h = conv_fwd(&self.out_conv, self.dropout.forward(h));
         let skip = match &self.skip {
             Some(s) => conv_fwd(s, x),
             None => x,
@@ -177,7 +175,7 @@ impl AttentionBlock {
         let t = h * w;
         let nh = self.num_heads;
         let ch = c / nh;
-        let seq = norm_affine(&self.norm, x.clone(), None)
+        let seq = norm_act(&self.norm, x.clone(), None, false)
             .reshape([b, c, t])
             .swap_dims(1, 2);
         let qkv = self
@@ -259,6 +257,7 @@ impl Upsample {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::activation::silu;
     use burn::tensor::Distribution;
 
     fn written_out(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
@@ -280,10 +279,13 @@ mod tests {
         let scale = Tensor::<2>::random([3, 64], Distribution::Normal(0.0, 1.0), &dev);
         let shift = Tensor::<2>::random([3, 64], Distribution::Normal(0.0, 1.0), &dev);
         let want = gn.forward(x.clone());
-        assert!(max_diff(norm_affine(&gn, x.clone(), None), want.clone()) < 1e-4);
+        assert!(max_diff(norm_act(&gn, x.clone(), None, false), want.clone()) < 1e-4);
         let want = want * scale.clone().reshape([3, 64, 1, 1]).add_scalar(1.0)
             + shift.clone().reshape([3, 64, 1, 1]);
-        assert!(max_diff(norm_affine(&gn, x, Some((scale, shift))), want) < 1e-4);
+        let got = norm_act(&gn, x.clone(), Some((scale.clone(), shift.clone())), false);
+        assert!(max_diff(got, want.clone()) < 1e-4);
+        let got = norm_act(&gn, x, Some((scale, shift)), true);
+        assert!(max_diff(got, silu(want)) < 1e-4);
     }
 
     fn max_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {

@@ -1,6 +1,7 @@
 //! Networks: improved-diffusion's U-Net (used both as the epsilon model and as the DAE).
 pub mod blocks;
 pub mod conv;
+pub mod norm;
 pub mod parallel;
 pub mod unet;
 

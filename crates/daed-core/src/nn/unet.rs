@@ -6,7 +6,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::blocks::{conv, norm, norm_affine, AttentionBlock, Downsample, ResBlock, Upsample};
+use super::blocks::{conv, norm, norm_act, AttentionBlock, Downsample, ResBlock, Upsample};
 use super::conv::forward as conv_fwd;
 use crate::{Error, Result};
 
@@ -285,7 +285,7 @@ impl UNet {
             h = Tensor::cat(vec![h, skip], 1);
             h = self.apply(l, h, &emb, next);
         }
-        conv_fwd(&self.out_conv, silu(norm_affine(&self.out_norm, h, None)))
+        conv_fwd(&self.out_conv, norm_act(&self.out_norm, h, None, true))
     }
 
     /// [`forward`](Self::forward) for inference: on flex without gradients, the two halves of

@@ -1,0 +1,233 @@
+//! The backend extension: [`NormExt`] on flex and on `Autodiff<Flex>` (with backward steps).
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::NodeId;
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
+use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+
+use super::kernel;
+
+/// GroupNorm's two halves as backend operations daed implements itself.
+#[backend_extension(Flex, Autodiff)]
+pub trait NormExt: Backend {
+    /// `[B, C, H, W]` -> `[B, groups, 2]`: mean and `1 / sqrt(var + eps)` per group.
+    fn daed_group_stats(x: FloatTensor<Self>, groups: usize, eps: f64) -> FloatTensor<Self>;
+    /// `act(x * a + o)` with `a`, `o` `[B, C]`; `act` is SiLU when `silu`, else the identity.
+    fn daed_affine_act(
+        x: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        silu: bool,
+    ) -> FloatTensor<Self>;
+}
+
+/// Whether the fused path handles `x`: f32 on flex (with or without autodiff), and not turned
+/// off by `DAED_NORM=burn`.
+pub(super) fn applies(x: &Tensor<4>) -> bool {
+    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let enabled =
+        *ENABLED.get_or_init(|| std::env::var("DAED_NORM").map_or(true, |v| v.trim() != "burn"));
+    let device = x.device();
+    enabled
+        && x.dtype() == DType::F32
+        && (device == Device::flex() || device == Device::flex().autodiff())
+}
+
+/// Runs [`NormExt::daed_group_stats`] through burn's dispatch.
+pub(super) fn group_stats(x: Tensor<4>, groups: usize, eps: f64) -> Tensor<3> {
+    Tensor::from_dispatch(<Dispatch as NormExt>::daed_group_stats(
+        x.into_dispatch(),
+        groups,
+        eps,
+    ))
+}
+
+/// Runs [`NormExt::daed_affine_act`] through burn's dispatch.
+pub(super) fn affine_act(x: Tensor<4>, a: Tensor<2>, o: Tensor<2>, silu: bool) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as NormExt>::daed_affine_act(
+        x.into_dispatch(),
+        a.into_dispatch(),
+        o.into_dispatch(),
+        silu,
+    ))
+}
+
+/// The tensor as dense f32 values (copied only when it is a strided view or another dtype).
+fn dense(t: FlexTensor) -> FlexTensor {
+    if t.dtype() == DType::F32 && t.as_slice::<f32>().is_some() {
+        t
+    } else {
+        let data = t.into_data().convert::<f32>();
+        FlexTensor::from_data(data)
+    }
+}
+
+fn f32s(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("daed norm: tensor made dense f32 before use")
+}
+
+fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// Elements per group: `(C / groups) * H * W`.
+fn block(shape: &Shape, groups: usize) -> usize {
+    assert!(
+        shape.num_dims() == 4 && groups > 0 && shape[1] % groups == 0,
+        "daed group stats: {shape:?} does not split into {groups} groups"
+    );
+    (shape[1] / groups) * shape[2] * shape[3]
+}
+
+/// Elements per channel plane: `H * W`.
+fn plane(shape: &Shape) -> usize {
+    shape[2] * shape[3]
+}
+
+impl NormExt for Flex {
+    fn daed_group_stats(x: FlexTensor, groups: usize, eps: f64) -> FlexTensor {
+        let shape = x.shape();
+        let x = dense(x);
+        let st = kernel::group_stats(f32s(&x), block(&shape, groups), eps);
+        flex_tensor(st, Shape::new([shape[0], groups, 2]))
+    }
+
+    fn daed_affine_act(x: FlexTensor, a: FlexTensor, o: FlexTensor, silu: bool) -> FlexTensor {
+        let shape = x.shape();
+        let (x, a, o) = (dense(x), dense(a), dense(o));
+        let y = kernel::affine_act(f32s(&x), plane(&shape), f32s(&a), f32s(&o), silu);
+        flex_tensor(y, shape)
+    }
+}
+
+/// Backward step of [`NormExt::daed_group_stats`]: keeps the statistics it produced.
+#[derive(Debug)]
+struct StatsBackward;
+
+impl Backward<Flex, 1> for StatsBackward {
+    type State = (NodeId, FlexTensor, usize);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let grad = dense(grads.consume::<Flex>(&ops.node));
+        let (x_state, stats, groups) = ops.state;
+        let Some(node_x) = node_x else { return };
+        let x = dense(checkpointer.retrieve_node_output::<FlexTensor>(x_state));
+        let shape = x.shape();
+        let stats = dense(stats);
+        let dx = kernel::group_stats_backward(
+            f32s(&x),
+            block(&shape, groups),
+            f32s(&stats),
+            f32s(&grad),
+        );
+        grads.register::<Flex>(node_x.id, flex_tensor(dx, shape));
+    }
+}
+
+/// Backward step of [`NormExt::daed_affine_act`].
+#[derive(Debug)]
+struct AffineBackward;
+
+impl Backward<Flex, 3> for AffineBackward {
+    type State = (NodeId, NodeId, NodeId, bool);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_a, node_o] = ops.parents;
+        let grad = dense(grads.consume::<Flex>(&ops.node));
+        let (x_state, a_state, o_state, silu) = ops.state;
+        let x = dense(checkpointer.retrieve_node_output::<FlexTensor>(x_state));
+        let a = dense(checkpointer.retrieve_node_output::<FlexTensor>(a_state));
+        let o = dense(checkpointer.retrieve_node_output::<FlexTensor>(o_state));
+        let (shape, ashape) = (x.shape(), a.shape());
+        let need = [node_x.is_some(), node_a.is_some(), node_o.is_some()];
+        let g = kernel::affine_act_backward(
+            f32s(&x),
+            plane(&shape),
+            f32s(&a),
+            f32s(&o),
+            silu,
+            f32s(&grad),
+            need,
+        );
+        let outs = [
+            (node_x, g.x.map(|v| flex_tensor(v, shape))),
+            (node_a, g.a.map(|v| flex_tensor(v, ashape.clone()))),
+            (node_o, g.o.map(|v| flex_tensor(v, ashape.clone()))),
+        ];
+        for (node, t) in outs {
+            if let (Some(node), Some(t)) = (node, t) {
+                grads.register::<Flex>(node.id, t);
+            }
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> NormExt for Autodiff<Flex, C> {
+    fn daed_group_stats(x: FloatTensor<Self>, groups: usize, eps: f64) -> FloatTensor<Self> {
+        match StatsBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let st = Flex::daed_group_stats(x.into_primitive(), groups, eps);
+                prep.finish((x_state, st.clone(), groups), st)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(Flex::daed_group_stats(x.into_primitive(), groups, eps))
+            }
+        }
+    }
+
+    fn daed_affine_act(
+        x: FloatTensor<Self>,
+        a: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        silu: bool,
+    ) -> FloatTensor<Self> {
+        let nodes = [x.node(), a.node(), o.node()];
+        match AffineBackward
+            .prepare::<C>(nodes)
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let states = (
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&a),
+                    prep.checkpoint(&o),
+                );
+                let y = Flex::daed_affine_act(
+                    x.into_primitive(),
+                    a.into_primitive(),
+                    o.into_primitive(),
+                    silu,
+                );
+                prep.finish((states.0, states.1, states.2, silu), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(Flex::daed_affine_act(
+                x.into_primitive(),
+                a.into_primitive(),
+                o.into_primitive(),
+                silu,
+            )),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The fused GroupNorm operations against the same maths from burn's ops, forward and gradients,
+//! through the real dispatch path.
+use burn::tensor::{Device, Distribution, Int, Tensor};
+
+use super::{affine_act_burn, ext, group_stats_burn};
+
+fn assert_close<const D: usize>(a: Tensor<D>, b: Tensor<D>, tol: f32, what: &str) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shape");
+    let a = a.into_data().try_to_vec::<f32>().unwrap();
+    let b = b.into_data().try_to_vec::<f32>().unwrap();
+    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (x - y).abs() <= tol * scale,
+            "{what}[{i}]: {x} vs {y} (scale {scale})"
+        );
+    }
+}
+
+/// Position-dependent weights, so every element's gradient differs.
+fn ramp<const D: usize>(like: &Tensor<D>) -> Tensor<D> {
+    let n = like.dims().iter().product::<usize>();
+    Tensor::<1, Int>::arange(0..n as i64, &like.device())
+        .float()
+        .div_scalar(n as f32)
+        .sub_scalar(0.3)
+        .reshape(like.dims())
+}
+
+#[test]
+fn group_stats_forward_and_gradient_equal_burns() {
+    let d = Device::flex().autodiff();
+    let x = Tensor::<4>::random([3, 8, 5, 4], Distribution::Normal(0.5, 2.0), &d);
+    assert!(ext::applies(&x));
+    let run = |fused: bool| {
+        let x = x.clone().require_grad();
+        let (m, r) = if fused {
+            let st = ext::group_stats(x.clone(), 4, 1e-5);
+            (st.clone().narrow(2, 0, 1), st.narrow(2, 1, 1))
+        } else {
+            group_stats_burn(x.clone(), 4, 1e-5)
+        };
+        let loss = (m.clone() * ramp(&m)).sum() + (r.clone() * ramp(&r).mul_scalar(2.0)).sum();
+        let grads = loss.backward();
+        (m.detach(), r.detach(), x.grad(&grads).expect("x gradient"))
+    };
+    let (m1, r1, g1) = run(true);
+    let (m2, r2, g2) = run(false);
+    assert_close(m1, m2, 1e-5, "mean");
+    assert_close(r1, r2, 1e-4, "rstd");
+    assert_close(g1, g2, 1e-4, "dx");
+}
+
+#[test]
+fn affine_act_forward_and_gradients_equal_burns() {
+    let d = Device::flex().autodiff();
+    let x = Tensor::<4>::random([2, 6, 4, 3], Distribution::Normal(0.0, 2.0), &d);
+    let a = Tensor::<2>::random([2, 6], Distribution::Normal(1.0, 0.5), &d);
+    let o = Tensor::<2>::random([2, 6], Distribution::Normal(0.0, 1.0), &d);
+    for act in [false, true] {
+        let run = |fused: bool| {
+            let (x, a, o) = (
+                x.clone().require_grad(),
+                a.clone().require_grad(),
+                o.clone().require_grad(),
+            );
+            let y = if fused {
+                ext::affine_act(x.clone(), a.clone(), o.clone(), act)
+            } else {
+                affine_act_burn(x.clone(), a.clone(), o.clone(), act)
+            };
+            let grads = (y.clone() * ramp(&y)).sum().backward();
+            (
+                y.detach(),
+                x.grad(&grads).expect("dx"),
+                a.grad(&grads).expect("da"),
+                o.grad(&grads).expect("do"),
+            )
+        };
+        let (y1, dx1, da1, do1) = run(true);
+        let (y2, dx2, da2, do2) = run(false);
+        assert_close(y1, y2, 1e-5, "y");
+        assert_close(dx1, dx2, 1e-5, "dx");
+        assert_close(da1, da2, 1e-4, "da");
+        assert_close(do1, do2, 1e-4, "do");
+    }
+}
+
+#[test]
+fn without_autodiff_the_fused_forward_is_used_and_agrees() {
+    let d = Device::flex();
+    let x = Tensor::<4>::random([2, 4, 3, 3], Distribution::Normal(0.0, 1.0), &d);
+    let a = Tensor::<2>::random([2, 4], Distribution::Normal(1.0, 0.5), &d);
+    let o = Tensor::<2>::random([2, 4], Distribution::Normal(0.0, 1.0), &d);
+    assert!(ext::applies(&x));
+    assert_close(
+        ext::affine_act(x.clone(), a.clone(), o.clone(), true),
+        affine_act_burn(x.clone(), a, o, true),
+        1e-5,
+        "y",
+    );
+    let st = ext::group_stats(x.clone(), 2, 1e-5);
+    let (m, r) = group_stats_burn(x, 2, 1e-5);
+    assert_close(st.clone().narrow(2, 0, 1), m, 1e-5, "mean");
+    assert_close(st.narrow(2, 1, 1), r, 1e-4, "rstd");
+}
