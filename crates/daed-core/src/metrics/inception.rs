@@ -12,12 +12,12 @@
 use std::path::Path;
 
 use burn::tensor::activation::relu;
-use burn::tensor::module::{avg_pool2d, max_pool2d};
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use super::weights::{fold, WeightSource};
 use crate::nn::conv::conv2d;
+use crate::nn::pool::{avg_pool_inside, max_pool, Window};
 use crate::Result;
 
 /// Input side of the network.
@@ -116,26 +116,36 @@ fn join(a: &str, b: &str) -> String {
 }
 
 fn avg3_same(x: Tensor<4>) -> Tensor<4> {
-    avg_pool2d(
+    avg_pool_inside(
         x,
-        AvgPoolOptions::new([3, 3])
-            .with_stride([1, 1])
-            .with_padding([1, 1])
-            .with_count_include_pad(false),
+        Window {
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+        },
     )
 }
 
 fn max3_same(x: Tensor<4>) -> Tensor<4> {
-    max_pool2d(
+    max_pool(
         x,
-        MaxPoolOptions::new([3, 3])
-            .with_stride([1, 1])
-            .with_padding([1, 1]),
+        Window {
+            kernel: 3,
+            stride: 1,
+            padding: 1,
+        },
     )
 }
 
 fn max3_s2(x: Tensor<4>) -> Tensor<4> {
-    max_pool2d(x, MaxPoolOptions::new([3, 3]).with_stride([2, 2]))
+    max_pool(
+        x,
+        Window {
+            kernel: 3,
+            stride: 2,
+            padding: 0,
+        },
+    )
 }
 
 /// Block A (35x35): 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | avgpool-1x1.

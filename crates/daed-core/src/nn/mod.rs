@@ -3,6 +3,7 @@ pub mod blocks;
 pub mod conv;
 pub mod norm;
 pub mod parallel;
+pub mod pool;
 pub mod unet;
 
 pub use unet::{UNet, UNetConfig};
