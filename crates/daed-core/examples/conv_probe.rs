@@ -57,8 +57,8 @@ fn main() {
             );
             std::hint::black_box(y.into_data());
         });
-        let xs = x.into_data().into_vec::<f32>().expect("f32");
-        let ws = w.into_data().into_vec::<f32>().expect("f32");
+        let xs = x.into_data().try_into_vec::<f32>().expect("f32");
+        let ws = w.into_data().try_into_vec::<f32>().expect("f32");
         let dy = vec![0.5f32; g.n * g.y_len()];
         let none = gemm::Parallelism::None;
         let t_one = time(|| {
