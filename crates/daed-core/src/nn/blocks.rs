@@ -1,12 +1,12 @@
 //! U-Net building blocks: ResBlock with scale-shift norm, self-attention, up/down sampling.
 use super::conv::forward as conv_fwd;
+use super::softmax::softmax_last;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig,
     PaddingConfig2d,
 };
-use burn::tensor::activation::softmax;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
@@ -205,7 +205,7 @@ impl AttentionBlock {
 /// out (it uses a third of the memory), CIFAR-10 U-Net equal; so it is not used.
 pub fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let scale = 1.0 / (q.dims()[3] as f64).sqrt();
-    softmax(q.mul_scalar(scale).matmul(k.swap_dims(2, 3)), 3).matmul(v)
+    softmax_last(q.mul_scalar(scale).matmul(k.swap_dims(2, 3))).matmul(v)
 }
 
 /// Halves the resolution with a stride-2 3x3 conv.
@@ -257,7 +257,7 @@ impl Upsample {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::activation::silu;
+    use burn::tensor::activation::{silu, softmax};
     use burn::tensor::Distribution;
 
     fn written_out(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {

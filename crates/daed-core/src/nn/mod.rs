@@ -4,6 +4,7 @@ pub mod conv;
 pub mod norm;
 pub mod parallel;
 pub mod pool;
+pub mod softmax;
 pub mod unet;
 
 pub use unet::{UNet, UNetConfig};

@@ -1,0 +1,168 @@
+//! Softmax over the last dimension as one differentiable operation on flex.
+//!
+//! Under autodiff burn composes softmax from max, subtract, exp, sum and divide, each a
+//! single-threaded pass over the attention scores (`[B, heads, T, T]`, 784 x 784 per head for
+//! Fashion-MNIST), and as many again backward; a profile of the Fashion-MNIST training step had
+//! 11% of its samples in `expf` alone. Here the forward is flex's own row-parallel SIMD softmax
+//! and the backward `dx = y * (dy - sum(dy * y))` one parallel pass. Other backends and
+//! `DAED_SOFTMAX=burn` keep burn's.
+use burn::tensor::activation::softmax as burn_softmax;
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+
+/// `softmax(x, D - 1)`.
+pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "flex")]
+    if ext::applies(&x) {
+        return ext::softmax(x);
+    }
+    burn_softmax(x, D - 1)
+}
+
+/// Input gradient of a softmax over rows of `row` elements, from its output `y` and the output
+/// gradient `dy`.
+pub fn softmax_backward(y: &[f32], dy: &[f32], row: usize) -> Vec<f32> {
+    assert!(
+        row > 0 && y.len() % row == 0 && dy.len() == y.len(),
+        "softmax backward: lengths"
+    );
+    let mut dx = vec![0.0f32; y.len()];
+    let per = (16 * 1024usize).div_ceil(row).max(1) * row;
+    dx.par_chunks_mut(per)
+        .zip(y.par_chunks(per).zip(dy.par_chunks(per)))
+        .for_each(|(dx, (y, dy))| {
+            for ((dx, y), dy) in dx.chunks_mut(row).zip(y.chunks(row)).zip(dy.chunks(row)) {
+                let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
+                for ((d, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
+                    *d = y * (g - dot);
+                }
+            }
+        });
+    dx
+}
+
+#[cfg(feature = "flex")]
+mod ext {
+    use burn::backend::autodiff::checkpoint::base::Checkpointer;
+    use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+    use burn::backend::autodiff::grads::Gradients;
+    use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+    use burn::backend::flex::FlexTensor;
+    use burn::backend::ops::ActivationOps;
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
+    use burn::tensor::{DType, Device, Tensor, TensorData};
+
+    /// Softmax over the last dimension as a backend operation with daed's backward step.
+    #[backend_extension(Flex, Autodiff)]
+    pub trait SoftmaxExt: Backend {
+        /// `softmax(x, rank - 1)`.
+        fn daed_softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    }
+
+    /// f32 on flex (with or without autodiff), and not turned off by `DAED_SOFTMAX=burn`.
+    pub(super) fn applies<const D: usize>(x: &Tensor<D>) -> bool {
+        static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let enabled = *ENABLED
+            .get_or_init(|| std::env::var("DAED_SOFTMAX").map_or(true, |v| v.trim() != "burn"));
+        let device = x.device();
+        enabled
+            && D > 0
+            && x.dtype() == DType::F32
+            && (device == Device::flex() || device == Device::flex().autodiff())
+    }
+
+    pub(super) fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+        Tensor::from_dispatch(<Dispatch as SoftmaxExt>::daed_softmax_last(
+            x.into_dispatch(),
+        ))
+    }
+
+    impl SoftmaxExt for Flex {
+        fn daed_softmax_last(x: FlexTensor) -> FlexTensor {
+            let last = x.shape().num_dims() - 1;
+            Flex::softmax(x, last)
+        }
+    }
+
+    fn dense(t: FlexTensor) -> FlexTensor {
+        if t.as_slice::<f32>().is_some() {
+            t
+        } else {
+            t.to_contiguous()
+        }
+    }
+
+    /// Backward step: keeps the softmax output.
+    #[derive(Debug)]
+    struct SoftmaxBackward;
+
+    impl Backward<Flex, 1> for SoftmaxBackward {
+        type State = FlexTensor;
+
+        fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+            let [node_x] = ops.parents;
+            let grad = dense(grads.consume::<Flex>(&ops.node));
+            let Some(node_x) = node_x else { return };
+            let y = dense(ops.state);
+            let shape = y.shape();
+            let row = shape[shape.num_dims() - 1];
+            // `applies` admitted only f32 inputs, so the output and its gradient are f32.
+            let yv = y.as_slice::<f32>().expect("softmax output is dense f32");
+            let gv = grad
+                .as_slice::<f32>()
+                .expect("softmax gradient is dense f32");
+            let dx = super::softmax_backward(yv, gv, row);
+            grads.register::<Flex>(node_x.id, FlexTensor::from_data(TensorData::new(dx, shape)));
+        }
+    }
+
+    impl<C: CheckpointStrategy> SoftmaxExt for Autodiff<Flex, C> {
+        fn daed_softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
+            match SoftmaxBackward
+                .prepare::<C>([x.node()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(prep) => {
+                    let y = Flex::daed_softmax_last(x.into_primitive());
+                    prep.finish(y.clone(), y)
+                }
+                OpsKind::UnTracked(prep) => {
+                    prep.finish(Flex::daed_softmax_last(x.into_primitive()))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution, Int};
+
+    #[test]
+    fn forward_and_gradient_equal_burns() {
+        let d = Device::flex().autodiff();
+        let x = Tensor::<3>::random([2, 5, 7], Distribution::Normal(0.0, 3.0), &d);
+        assert!(ext::applies(&x));
+        let w = Tensor::<1, Int>::arange(0..70, &d)
+            .float()
+            .div_scalar(70.0)
+            .reshape([2, 5, 7]);
+        let run = |ours: bool| {
+            let x = x.clone().require_grad();
+            let y = if ours {
+                softmax_last(x.clone())
+            } else {
+                burn_softmax(x.clone(), 2)
+            };
+            let grads = (y.clone() * w.clone()).sum().backward();
+            (y.detach(), x.grad(&grads).expect("gradient"))
+        };
+        let ((y1, g1), (y2, g2)) = (run(true), run(false));
+        let diff = |a: Tensor<3>, b: Tensor<3>| (a - b).abs().max().into_scalar::<f32>();
+        assert!(diff(y1, y2) < 1e-6);
+        assert!(diff(g1, g2) < 1e-6);
+    }
+}
