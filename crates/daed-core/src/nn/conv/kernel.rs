@@ -28,11 +28,11 @@ pub struct Geom {
 
 impl Geom {
     /// The geometry for these shapes, stride and symmetric padding; `None` when they do not fit
-    /// (channel mismatch, zero stride or kernel, or an empty output).
+    /// (channel mismatch, a zero stride, kernel, channel count or image side, or an empty output).
     pub fn new(x: [usize; 4], wt: [usize; 4], stride: [usize; 2], pad: [usize; 2]) -> Option<Self> {
         let [n, ci, h, w] = x;
         let [co, wci, kh, kw] = wt;
-        if wci != ci || stride.contains(&0) || kh == 0 || kw == 0 || co == 0 || ci == 0 {
+        if wci != ci || stride.contains(&0) || [kh, kw, co, ci, h, w].contains(&0) {
             return None;
         }
         let span = |len: usize, k: usize, p: usize, s: usize| {
@@ -112,6 +112,9 @@ fn im2col(g: &Geom, x: &[f32], col: &mut [f32], ld: usize) {
                     out[..lo].fill(0.0);
                     out[hi..].fill(0.0);
                     let src = &plane[iy * g.w..][..g.w];
+                    if lo == hi {
+                        continue;
+                    }
                     if g.sw == 1 {
                         let ix = lo + kx - g.pw;
                         out[lo..hi].copy_from_slice(&src[ix..ix + hi - lo]);
@@ -142,6 +145,9 @@ fn col2im(g: &Geom, col: &[f32], ld: usize, dx: &mut [f32]) {
                         continue;
                     }
                     let dst = &mut plane[iy * g.w..][..g.w];
+                    if lo == hi {
+                        continue;
+                    }
                     if g.sw == 1 {
                         let ix = lo + kx - g.pw;
                         for (d, s) in dst[ix..ix + hi - lo].iter_mut().zip(&src[lo..hi]) {
@@ -229,7 +235,8 @@ fn matmul(
 /// `examples/conv_probe.rs`).
 const BACKWARD_COLUMNS: usize = 128;
 
-/// The im2col buffer of one group stays under this many elements (64 MiB).
+/// Groups of several images keep their im2col buffer under this many elements (64 MiB); one
+/// image alone may need more.
 const MAX_COL: usize = 16 << 20;
 
 /// How the batch is cut: images per GEMM (aiming at `columns` GEMM columns) and the GEMM's own
@@ -544,7 +551,10 @@ mod tests {
     /// Input shape, weight shape, stride, padding.
     type Case = ([usize; 4], [usize; 4], [usize; 2], [usize; 2]);
 
-    const CASES: [Case; 7] = [
+    const CASES: [Case; 10] = [
+        ([1, 1, 4, 1], [1, 1, 5, 5], [1, 1], [2, 2]),
+        ([2, 2, 3, 2], [3, 2, 1, 7], [1, 1], [0, 3]),
+        ([1, 2, 5, 3], [2, 2, 3, 7], [2, 1], [1, 2]),
         ([3, 4, 7, 6], [5, 4, 3, 3], [1, 1], [1, 1]),
         ([2, 3, 8, 8], [4, 3, 3, 3], [2, 2], [1, 1]),
         ([2, 6, 5, 5], [3, 6, 1, 1], [1, 1], [0, 0]),
@@ -640,6 +650,7 @@ mod tests {
         assert!(Geom::new([1, 3, 4, 4], [2, 4, 3, 3], [1, 1], [1, 1]).is_none());
         assert!(Geom::new([1, 3, 2, 2], [2, 3, 5, 5], [1, 1], [0, 0]).is_none());
         assert!(Geom::new([1, 3, 4, 4], [2, 3, 3, 3], [0, 1], [1, 1]).is_none());
+        assert!(Geom::new([1, 3, 0, 4], [2, 3, 1, 1], [1, 1], [1, 1]).is_none());
         let g = Geom::new([2, 3, 32, 32], [8, 3, 3, 3], [2, 2], [1, 1]).unwrap();
         assert_eq!((g.ho, g.wo), (16, 16));
     }
