@@ -1,6 +1,8 @@
 //! Networks: improved-diffusion's U-Net (used both as the epsilon model and as the DAE).
 pub mod blocks;
 pub mod conv;
+#[cfg(feature = "flex")]
+mod flex_ops;
 pub mod norm;
 pub mod parallel;
 pub mod pool;

@@ -12,7 +12,8 @@ use rayon::prelude::*;
 /// Which reduction a window takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reduce {
-    /// The largest value (NaN is skipped unless the whole window is NaN).
+    /// The largest value. NaN inputs are skipped where the window has a number (or, at the
+    /// border, padding: the padding counts as minus infinity).
     Max,
     /// The mean over the window's cells inside the image.
     MeanInside,
@@ -166,7 +167,10 @@ mod ext {
     use burn::backend::flex::FlexTensor;
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{backend_extension, Backend, Dispatch, Flex, TensorMetadata};
-    use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+    use burn::tensor::{Shape, Tensor};
+    use std::sync::OnceLock;
+
+    use crate::nn::flex_ops::{dense, enabled, f32s, flex_tensor, on_flex};
 
     use super::{pool_planes, Reduce, Window};
 
@@ -185,10 +189,8 @@ mod ext {
 
     /// f32 on flex without autodiff, and not turned off by `DAED_POOL=burn`.
     pub(super) fn applies(x: &Tensor<4>) -> bool {
-        static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let enabled = *ENABLED
-            .get_or_init(|| std::env::var("DAED_POOL").map_or(true, |v| v.trim() != "burn"));
-        enabled && x.dtype() == DType::F32 && x.device() == Device::flex()
+        static ENABLED: OnceLock<bool> = OnceLock::new();
+        enabled(&ENABLED, "DAED_POOL") && on_flex(x, false)
     }
 
     pub(super) fn pool(x: Tensor<4>, win: Window, reduce: Reduce) -> Tensor<4> {
@@ -210,18 +212,14 @@ mod ext {
             max: bool,
         ) -> FlexTensor {
             let shape = x.shape();
-            let x = if x.as_slice::<f32>().is_some() {
-                x
-            } else {
-                x.to_contiguous()
-            };
+            let x = dense(x);
             let win = Window {
                 kernel,
                 stride,
                 padding,
             };
             let reduce = if max { Reduce::Max } else { Reduce::MeanInside };
-            let values = x.as_slice::<f32>().expect("dense f32 after to_contiguous");
+            let values = f32s(&x);
             let (h, w) = (shape[2], shape[3]);
             let out = match (
                 pool_planes(values, [h, w], win, reduce),
@@ -232,7 +230,7 @@ mod ext {
                 _ => panic!("daed pool: window {win:?} does not fit a {h}x{w} input"),
             };
             let (y, ho, wo) = out;
-            FlexTensor::from_data(TensorData::new(y, Shape::new([shape[0], shape[1], ho, wo])))
+            flex_tensor(y, Shape::new([shape[0], shape[1], ho, wo]))
         }
     }
 }

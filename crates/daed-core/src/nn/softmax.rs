@@ -51,7 +51,10 @@ mod ext {
     use burn::backend::ops::ActivationOps;
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
-    use burn::tensor::{DType, Device, Tensor, TensorData};
+    use burn::tensor::Tensor;
+    use std::sync::OnceLock;
+
+    use crate::nn::flex_ops::{dense, enabled, f32s, flex_tensor, on_flex};
 
     /// Softmax over the last dimension as a backend operation with daed's backward step.
     #[backend_extension(Flex, Autodiff)]
@@ -62,14 +65,8 @@ mod ext {
 
     /// f32 on flex (with or without autodiff), and not turned off by `DAED_SOFTMAX=burn`.
     pub(super) fn applies<const D: usize>(x: &Tensor<D>) -> bool {
-        static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let enabled = *ENABLED
-            .get_or_init(|| std::env::var("DAED_SOFTMAX").map_or(true, |v| v.trim() != "burn"));
-        let device = x.device();
-        enabled
-            && D > 0
-            && x.dtype() == DType::F32
-            && (device == Device::flex() || device == Device::flex().autodiff())
+        static ENABLED: OnceLock<bool> = OnceLock::new();
+        D > 0 && enabled(&ENABLED, "DAED_SOFTMAX") && on_flex(x, true)
     }
 
     pub(super) fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -82,14 +79,6 @@ mod ext {
         fn daed_softmax_last(x: FlexTensor) -> FlexTensor {
             let last = x.shape().num_dims() - 1;
             Flex::softmax(x, last)
-        }
-    }
-
-    fn dense(t: FlexTensor) -> FlexTensor {
-        if t.as_slice::<f32>().is_some() {
-            t
-        } else {
-            t.to_contiguous()
         }
     }
 
@@ -108,12 +97,9 @@ mod ext {
             let shape = y.shape();
             let row = shape[shape.num_dims() - 1];
             // `applies` admitted only f32 inputs, so the output and its gradient are f32.
-            let yv = y.as_slice::<f32>().expect("softmax output is dense f32");
-            let gv = grad
-                .as_slice::<f32>()
-                .expect("softmax gradient is dense f32");
+            let (yv, gv) = (f32s(&y), f32s(&grad));
             let dx = super::softmax_backward(yv, gv, row);
-            grads.register::<Flex>(node_x.id, FlexTensor::from_data(TensorData::new(dx, shape)));
+            grads.register::<Flex>(node_x.id, flex_tensor(dx, shape));
         }
     }
 

@@ -9,9 +9,11 @@ use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Tensor};
 
 use super::kernel::{self, Geom, Need};
+use crate::nn::flex_ops::{dense, enabled, f32s, flex_tensor, on_flex};
+use std::sync::OnceLock;
 
 /// Convolution with bias, as one backend operation daed implements itself.
 #[backend_extension(Flex, Autodiff)]
@@ -30,12 +32,9 @@ pub trait ConvExt: Backend {
 /// Whether daed's kernel handles this call: flex (with or without autodiff), one group, no
 /// dilation, symmetric padding, and not turned off by `DAED_CONV=burn`.
 pub(super) fn applies(x: &Tensor<4>, options: &ConvOptions<2>) -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled =
-        *ENABLED.get_or_init(|| std::env::var("DAED_CONV").map_or(true, |v| v.trim() != "burn"));
-    let device = x.device();
-    enabled
-        && (device == Device::flex() || device == Device::flex().autodiff())
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    enabled(&ENABLED, "DAED_CONV")
+        && on_flex(x, true)
         && options.groups == 1
         && options.dilation == [1, 1]
         && !options.is_asymmetric()
@@ -56,10 +55,13 @@ pub(super) fn conv2d(
     ))
 }
 
-/// The kernel geometry when all three tensors are f32 and the shapes fit.
+/// The kernel geometry when the tensors are f32, the options are ones the kernel handles (one
+/// group, no dilation, symmetric padding) and the shapes fit.
 fn geom(x: &FlexTensor, w: &FlexTensor, options: &ConvOptions<2>) -> Option<Geom> {
     let (xs, ws) = (x.shape(), w.shape());
-    if x.dtype() != DType::F32
+    let plain = options.groups == 1 && options.dilation == [1, 1] && !options.is_asymmetric();
+    if !plain
+        || x.dtype() != DType::F32
         || w.dtype() != DType::F32
         || xs.num_dims() != 4
         || ws.num_dims() != 4
@@ -73,24 +75,6 @@ fn geom(x: &FlexTensor, w: &FlexTensor, options: &ConvOptions<2>) -> Option<Geom
         options.stride,
         options.padding_begin(),
     )
-}
-
-/// The tensor with its elements contiguous from offset 0 (copied only when needed).
-fn dense(t: FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() {
-        t
-    } else {
-        t.to_contiguous()
-    }
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("daed conv: tensor made dense and checked f32 before use")
-}
-
-fn flex_tensor(values: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 impl ConvExt for Flex {
@@ -138,9 +122,7 @@ fn flex_backward(
         grads
             .weight
             .map(|v| flex_tensor(v, [g.co, g.ci, g.kh, g.kw])),
-        grads
-            .bias
-            .map(|v| FlexTensor::from_data(TensorData::new(v, [g.co]))),
+        grads.bias.map(|v| flex_tensor(v, [g.co])),
     ]
 }
 

@@ -8,7 +8,8 @@
 //! gradients in one pass. It is wired in through burn's backend-extension mechanism: the
 //! [`ConvExt`] operation has a flex implementation and an `Autodiff<Flex>` one with its own
 //! backward step. Other backends (CUDA, libtorch), grouped or dilated convolutions, asymmetric
-//! padding and non-f32 tensors keep burn's convolution; so does everything when `DAED_CONV=burn`.
+//! padding, convolutions without a bias and non-f32 tensors keep burn's convolution; so does
+//! everything when `DAED_CONV=burn`.
 pub mod kernel;
 
 use burn::nn::conv::Conv2d;

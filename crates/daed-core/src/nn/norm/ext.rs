@@ -7,9 +7,11 @@ use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
-use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+use burn::tensor::{Shape, Tensor};
 
 use super::kernel;
+use crate::nn::flex_ops::{dense, enabled, f32s, flex_tensor, on_flex};
+use std::sync::OnceLock;
 
 /// GroupNorm's two halves as backend operations daed implements itself.
 #[backend_extension(Flex, Autodiff)]
@@ -28,13 +30,8 @@ pub trait NormExt: Backend {
 /// Whether the fused path handles `x`: f32 on flex (with or without autodiff), and not turned
 /// off by `DAED_NORM=burn`.
 pub(super) fn applies(x: &Tensor<4>) -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let enabled =
-        *ENABLED.get_or_init(|| std::env::var("DAED_NORM").map_or(true, |v| v.trim() != "burn"));
-    let device = x.device();
-    enabled
-        && x.dtype() == DType::F32
-        && (device == Device::flex() || device == Device::flex().autodiff())
+    static ENABLED: OnceLock<bool> = OnceLock::new();
+    enabled(&ENABLED, "DAED_NORM") && on_flex(x, true)
 }
 
 /// Runs [`NormExt::daed_group_stats`] through burn's dispatch.
@@ -54,25 +51,6 @@ pub(super) fn affine_act(x: Tensor<4>, a: Tensor<2>, o: Tensor<2>, silu: bool) -
         o.into_dispatch(),
         silu,
     ))
-}
-
-/// The tensor as dense f32 values (copied only when it is a strided view or another dtype).
-fn dense(t: FlexTensor) -> FlexTensor {
-    if t.dtype() == DType::F32 && t.as_slice::<f32>().is_some() {
-        t
-    } else {
-        let data = t.into_data().convert::<f32>();
-        FlexTensor::from_data(data)
-    }
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("daed norm: tensor made dense f32 before use")
-}
-
-fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape))
 }
 
 /// Elements per group: `(C / groups) * H * W`.

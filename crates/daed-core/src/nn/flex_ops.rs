@@ -1,0 +1,42 @@
+//! What daed's own flex operations (`conv`, `norm`, `softmax`, `pool`) share: the switch back
+//! to burn's operation, the device test, and moving f32 values in and out of flex tensors.
+use std::sync::OnceLock;
+
+use burn::backend::flex::FlexTensor;
+use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
+
+/// Whether daed's operation is on: true unless the environment variable `var` says `burn`
+/// (read once per operation, into `cell`).
+pub(crate) fn enabled(cell: &'static OnceLock<bool>, var: &str) -> bool {
+    *cell.get_or_init(|| std::env::var(var).map_or(true, |v| v.trim() != "burn"))
+}
+
+/// Whether `x` is an f32 tensor on flex; with `autodiff`, flex under autodiff counts too.
+pub(crate) fn on_flex<const D: usize>(x: &Tensor<D>, autodiff: bool) -> bool {
+    let device = x.device();
+    x.dtype() == DType::F32
+        && (device == Device::flex() || (autodiff && device == Device::flex().autodiff()))
+}
+
+/// The tensor as f32 values in one contiguous run: kept as it is when it already is (a view
+/// starting at an offset included), copied when strided or of another dtype.
+pub(crate) fn dense(t: FlexTensor) -> FlexTensor {
+    if t.dtype() == DType::F32 && t.as_slice::<f32>().is_some() {
+        t
+    } else if t.dtype() == DType::F32 {
+        t.to_contiguous()
+    } else {
+        FlexTensor::from_data(t.into_data().convert::<f32>())
+    }
+}
+
+/// The values of a tensor made [`dense`].
+pub(crate) fn f32s(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>()
+        .expect("daed flex op: tensor made dense f32 before use")
+}
+
+/// A flex tensor holding `values` in `shape`.
+pub(crate) fn flex_tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape.into()))
+}
