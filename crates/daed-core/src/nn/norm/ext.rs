@@ -18,9 +18,11 @@ use std::sync::OnceLock;
 pub trait NormExt: Backend {
     /// `[B, C, H, W]` -> `[B, groups, 2]`: mean and `1 / sqrt(var + eps)` per group.
     fn daed_group_stats(x: FloatTensor<Self>, groups: usize, eps: f64) -> FloatTensor<Self>;
-    /// `act(x * a + o)` with `a`, `o` `[B, C]`; `act` is SiLU when `silu`, else the identity.
+    /// `act((x - m) * a + o)` with `m`, `a`, `o` `[B, C]`; `act` is SiLU when `silu`, else the
+    /// identity.
     fn daed_affine_act(
         x: FloatTensor<Self>,
+        m: FloatTensor<Self>,
         a: FloatTensor<Self>,
         o: FloatTensor<Self>,
         silu: bool,
@@ -44,9 +46,11 @@ pub(super) fn group_stats(x: Tensor<4>, groups: usize, eps: f64) -> Tensor<3> {
 }
 
 /// Runs [`NormExt::daed_affine_act`] through burn's dispatch.
-pub(super) fn affine_act(x: Tensor<4>, a: Tensor<2>, o: Tensor<2>, silu: bool) -> Tensor<4> {
+pub(super) fn affine_act(x: Tensor<4>, c: [Tensor<2>; 3], silu: bool) -> Tensor<4> {
+    let [m, a, o] = c;
     Tensor::from_dispatch(<Dispatch as NormExt>::daed_affine_act(
         x.into_dispatch(),
+        m.into_dispatch(),
         a.into_dispatch(),
         o.into_dispatch(),
         silu,
@@ -75,11 +79,21 @@ impl NormExt for Flex {
         flex_tensor(st, Shape::new([shape[0], groups, 2]))
     }
 
-    fn daed_affine_act(x: FlexTensor, a: FlexTensor, o: FlexTensor, silu: bool) -> FlexTensor {
+    fn daed_affine_act(
+        x: FlexTensor,
+        m: FlexTensor,
+        a: FlexTensor,
+        o: FlexTensor,
+        silu: bool,
+    ) -> FlexTensor {
         let shape = x.shape();
-        let (x, a, o) = (dense(x), dense(a), dense(o));
-        let y = kernel::affine_act(f32s(&x), plane(&shape), f32s(&a), f32s(&o), silu);
-        flex_tensor(y, shape)
+        let (x, m, a, o) = (dense(x), dense(m), dense(a), dense(o));
+        let c = kernel::Coefs {
+            m: f32s(&m),
+            a: f32s(&a),
+            o: f32s(&o),
+        };
+        flex_tensor(kernel::affine_act(f32s(&x), plane(&shape), c, silu), shape)
     }
 }
 
@@ -117,38 +131,34 @@ impl Backward<Flex, 1> for StatsBackward {
 #[derive(Debug)]
 struct AffineBackward;
 
-impl Backward<Flex, 3> for AffineBackward {
-    type State = (NodeId, NodeId, NodeId, bool);
+impl Backward<Flex, 4> for AffineBackward {
+    type State = ([NodeId; 4], bool);
 
     fn backward(
         self,
-        ops: Ops<Self::State, 3>,
+        ops: Ops<Self::State, 4>,
         grads: &mut Gradients,
         checkpointer: &mut Checkpointer,
     ) {
-        let [node_x, node_a, node_o] = ops.parents;
         let grad = dense(grads.consume::<Flex>(&ops.node));
-        let (x_state, a_state, o_state, silu) = ops.state;
-        let x = dense(checkpointer.retrieve_node_output::<FlexTensor>(x_state));
-        let a = dense(checkpointer.retrieve_node_output::<FlexTensor>(a_state));
-        let o = dense(checkpointer.retrieve_node_output::<FlexTensor>(o_state));
-        let (shape, ashape) = (x.shape(), a.shape());
-        let need = [node_x.is_some(), node_a.is_some(), node_o.is_some()];
-        let g = kernel::affine_act_backward(
-            f32s(&x),
-            plane(&shape),
-            f32s(&a),
-            f32s(&o),
-            silu,
-            f32s(&grad),
-            need,
-        );
+        let (states, silu) = ops.state;
+        let [x, m, a, o] =
+            states.map(|s| dense(checkpointer.retrieve_node_output::<FlexTensor>(s)));
+        let (shape, cshape) = (x.shape(), a.shape());
+        let need = ops.parents.each_ref().map(Option::is_some);
+        let c = kernel::Coefs {
+            m: f32s(&m),
+            a: f32s(&a),
+            o: f32s(&o),
+        };
+        let g = kernel::affine_act_backward(f32s(&x), plane(&shape), c, silu, f32s(&grad), need);
         let outs = [
-            (node_x, g.x.map(|v| flex_tensor(v, shape))),
-            (node_a, g.a.map(|v| flex_tensor(v, ashape.clone()))),
-            (node_o, g.o.map(|v| flex_tensor(v, ashape.clone()))),
+            g.x.map(|v| flex_tensor(v, shape)),
+            g.m.map(|v| flex_tensor(v, cshape.clone())),
+            g.a.map(|v| flex_tensor(v, cshape.clone())),
+            g.o.map(|v| flex_tensor(v, cshape.clone())),
         ];
-        for (node, t) in outs {
+        for (node, t) in ops.parents.into_iter().zip(outs) {
             if let (Some(node), Some(t)) = (node, t) {
                 grads.register::<Flex>(node.id, t);
             }
@@ -176,36 +186,26 @@ impl<C: CheckpointStrategy> NormExt for Autodiff<Flex, C> {
 
     fn daed_affine_act(
         x: FloatTensor<Self>,
+        m: FloatTensor<Self>,
         a: FloatTensor<Self>,
         o: FloatTensor<Self>,
         silu: bool,
     ) -> FloatTensor<Self> {
-        let nodes = [x.node(), a.node(), o.node()];
+        let nodes = [x.node(), m.node(), a.node(), o.node()];
         match AffineBackward
             .prepare::<C>(nodes)
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let states = (
-                    prep.checkpoint(&x),
-                    prep.checkpoint(&a),
-                    prep.checkpoint(&o),
-                );
-                let y = Flex::daed_affine_act(
-                    x.into_primitive(),
-                    a.into_primitive(),
-                    o.into_primitive(),
-                    silu,
-                );
-                prep.finish((states.0, states.1, states.2, silu), y)
+                let states = [&x, &m, &a, &o].map(|t| prep.checkpoint(t));
+                let [x, m, a, o] = [x, m, a, o].map(|t| t.into_primitive());
+                prep.finish((states, silu), Flex::daed_affine_act(x, m, a, o, silu))
             }
-            OpsKind::UnTracked(prep) => prep.finish(Flex::daed_affine_act(
-                x.into_primitive(),
-                a.into_primitive(),
-                o.into_primitive(),
-                silu,
-            )),
+            OpsKind::UnTracked(prep) => {
+                let [x, m, a, o] = [x, m, a, o].map(|t| t.into_primitive());
+                prep.finish(Flex::daed_affine_act(x, m, a, o, silu))
+            }
         }
     }
 }

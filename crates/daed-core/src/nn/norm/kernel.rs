@@ -65,28 +65,46 @@ fn sigmoid(z: f32) -> f32 {
     1.0 / (1.0 + (-z).exp())
 }
 
-/// `y = act(x * a + o)` with one `a`, `o` per plane of `plane` elements; `act` is SiLU or the
-/// identity.
-pub fn affine_act(x: &[f32], plane: usize, a: &[f32], o: &[f32], silu: bool) -> Vec<f32> {
-    assert!(
-        plane > 0 && x.len() == a.len() * plane && a.len() == o.len(),
-        "affine: lengths"
-    );
+/// Per-plane coefficients of `act((x - m) * a + o)`, one of each per plane.
+#[derive(Clone, Copy)]
+pub struct Coefs<'a> {
+    pub m: &'a [f32],
+    pub a: &'a [f32],
+    pub o: &'a [f32],
+}
+
+impl Coefs<'_> {
+    fn check(&self, x: &[f32], plane: usize) {
+        let n = self.a.len();
+        assert!(
+            plane > 0 && x.len() == n * plane && self.m.len() == n && self.o.len() == n,
+            "affine: lengths"
+        );
+    }
+}
+
+/// `y = act((x - m) * a + o)` with one `m`, `a`, `o` per plane of `plane` elements; `act` is
+/// SiLU or the identity. Centring before the multiply keeps a large mean from costing
+/// precision.
+pub fn affine_act(x: &[f32], plane: usize, c: Coefs, silu: bool) -> Vec<f32> {
+    c.check(x, plane);
     let mut y = vec![0.0f32; x.len()];
     let per = planes_per_task(plane);
     y.par_chunks_mut(plane * per)
         .zip(x.par_chunks(plane * per))
-        .zip(a.par_chunks(per).zip(o.par_chunks(per)))
-        .for_each(|((ys, xs), (a, o))| {
-            for (((yp, xp), &a), &o) in ys.chunks_mut(plane).zip(xs.chunks(plane)).zip(a).zip(o) {
+        .enumerate()
+        .for_each(|(k, (ys, xs))| {
+            for (j, (yp, xp)) in ys.chunks_mut(plane).zip(xs.chunks(plane)).enumerate() {
+                let q = k * per + j;
+                let (m, a, o) = (c.m[q], c.a[q], c.o[q]);
                 if silu {
                     for (y, &x) in yp.iter_mut().zip(xp) {
-                        let z = x * a + o;
+                        let z = (x - m) * a + o;
                         *y = z * sigmoid(z);
                     }
                 } else {
                     for (y, &x) in yp.iter_mut().zip(xp) {
-                        *y = x * a + o;
+                        *y = (x - m) * a + o;
                     }
                 }
             }
@@ -94,79 +112,81 @@ pub fn affine_act(x: &[f32], plane: usize, a: &[f32], o: &[f32], silu: bool) -> 
     y
 }
 
-/// Gradients of [`affine_act`]: `dx`, `da`, `do` (each only when asked for).
+/// Gradients of [`affine_act`] (each only when asked for).
 pub struct AffineGrads {
     pub x: Option<Vec<f32>>,
+    pub m: Option<Vec<f32>>,
     pub a: Option<Vec<f32>>,
     pub o: Option<Vec<f32>>,
 }
 
-/// Backward of [`affine_act`] given the output gradient `dy`; `need` is `[x, a, o]`.
+/// Backward of [`affine_act`] given the output gradient `dy`; `need` is `[x, m, a, o]`.
 pub fn affine_act_backward(
     x: &[f32],
     plane: usize,
-    a: &[f32],
-    o: &[f32],
+    c: Coefs,
     silu: bool,
     dy: &[f32],
-    need: [bool; 3],
+    need: [bool; 4],
 ) -> AffineGrads {
-    assert!(
-        plane > 0 && x.len() == a.len() * plane && a.len() == o.len(),
-        "affine: lengths"
-    );
+    c.check(x, plane);
     assert_eq!(dy.len(), x.len(), "affine backward: gradient length");
+    let n = c.a.len();
     let mut dx = if need[0] {
         vec![0.0f32; x.len()]
     } else {
         Vec::new()
     };
-    let (mut da, mut d_o) = (vec![0.0f32; a.len()], vec![0.0f32; a.len()]);
+    // Per plane: sum(dz * (x - m)) and sum(dz).
+    let (mut sa, mut so) = (vec![0.0f32; n], vec![0.0f32; n]);
     let per = planes_per_task(plane);
-    let body = |dx: Option<&mut [f32]>, da: &mut [f32], d_o: &mut [f32], k: usize| {
+    let body = |dx: Option<&mut [f32]>, sa: &mut [f32], so: &mut [f32], k: usize| {
         let first = k * per;
-        let count = da.len();
+        let count = sa.len();
         let xs = &x[first * plane..][..count * plane];
         let dys = &dy[first * plane..][..count * plane];
         let mut dxp = dx.map(|d| d.chunks_mut(plane));
         for j in 0..count {
             let (xp, dyp) = (&xs[j * plane..][..plane], &dys[j * plane..][..plane]);
-            let (av, ov) = (a[first + j], o[first + j]);
+            let (mv, av, ov) = (c.m[first + j], c.a[first + j], c.o[first + j]);
             let mut dxj = dxp.as_mut().and_then(|it| it.next());
-            let (mut sa, mut so) = (0.0f64, 0.0f64);
+            let (mut acc_a, mut acc_o) = (0.0f64, 0.0f64);
             for i in 0..plane {
+                let xc = xp[i] - mv;
                 let dz = if silu {
-                    let z = xp[i] * av + ov;
+                    let z = xc * av + ov;
                     let s = sigmoid(z);
                     dyp[i] * s * (1.0 + z * (1.0 - s))
                 } else {
                     dyp[i]
                 };
-                sa += (dz * xp[i]) as f64;
-                so += dz as f64;
+                acc_a += (dz * xc) as f64;
+                acc_o += dz as f64;
                 if let Some(d) = dxj.as_deref_mut() {
                     d[i] = dz * av;
                 }
             }
-            da[j] = sa as f32;
-            d_o[j] = so as f32;
+            sa[j] = acc_a as f32;
+            so[j] = acc_o as f32;
         }
     };
     if need[0] {
         dx.par_chunks_mut(plane * per)
-            .zip(da.par_chunks_mut(per).zip(d_o.par_chunks_mut(per)))
+            .zip(sa.par_chunks_mut(per).zip(so.par_chunks_mut(per)))
             .enumerate()
-            .for_each(|(k, (dx, (da, d_o)))| body(Some(dx), da, d_o, k));
+            .for_each(|(k, (dx, (sa, so)))| body(Some(dx), sa, so, k));
     } else {
-        da.par_chunks_mut(per)
-            .zip(d_o.par_chunks_mut(per))
+        sa.par_chunks_mut(per)
+            .zip(so.par_chunks_mut(per))
             .enumerate()
-            .for_each(|(k, (da, d_o))| body(None, da, d_o, k));
+            .for_each(|(k, (sa, so))| body(None, sa, so, k));
     }
+    let dm = need[1].then(|| so.iter().zip(c.a).map(|(s, a)| -s * a).collect());
     AffineGrads {
         x: need[0].then_some(dx),
-        a: need[1].then_some(da),
-        o: need[2].then_some(d_o),
+        m: dm,
+        a: need[2].then_some(sa),
+        o: need[3].then_some(so),
     }
 }
 
@@ -240,51 +260,41 @@ mod tests {
     #[test]
     fn affine_silu_and_its_gradients() {
         let plane = 5;
-        let (x, a, o) = (data(4 * plane, 3), data(4, 4), data(4, 5));
+        let (x, m, a, o) = (data(4 * plane, 3), data(4, 7), data(4, 4), data(4, 5));
         let dy = data(4 * plane, 6);
+        let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
         for silu in [false, true] {
             let act = |z: f64| if silu { z / (1.0 + (-z).exp()) } else { z };
-            let y = affine_act(&x, plane, &a, &o, silu);
-            let want: Vec<f64> = x
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| act(v as f64 * a[i / plane] as f64 + o[i / plane] as f64))
+            let c = Coefs {
+                m: &m,
+                a: &a,
+                o: &o,
+            };
+            let y = affine_act(&x, plane, c, silu);
+            let z = |v: f64, q: usize, m: &[f64], a: &[f64], o: &[f64]| (v - m[q]) * a[q] + o[q];
+            let (md, ad, od) = (f64s(&m), f64s(&a), f64s(&o));
+            let want: Vec<f64> = (0..x.len())
+                .map(|i| act(z(x[i] as f64, i / plane, &md, &ad, &od)))
                 .collect();
             close(&y, &want, 1e-5, "y");
-            let loss = |x: &[f64], a: &[f64], o: &[f64]| {
-                x.iter()
-                    .enumerate()
-                    .map(|(i, v)| dy[i] as f64 * act(v * a[i / plane] + o[i / plane]))
+            let loss = |x: &[f64], m: &[f64], a: &[f64], o: &[f64]| {
+                (0..x.len())
+                    .map(|i| dy[i] as f64 * act(z(x[i], i / plane, m, a, o)))
                     .sum::<f64>()
             };
-            let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
-            let g = affine_act_backward(&x, plane, &a, &o, silu, &dy, [true, true, true]);
-            close(
-                g.x.as_deref().unwrap(),
-                &numeric(&x, |x| loss(x, &f64s(&a), &f64s(&o))),
-                1e-3,
-                "dx",
-            );
-            close(
-                g.a.as_deref().unwrap(),
-                &numeric(&a, |a| loss(&f64s(&x), a, &f64s(&o))),
-                1e-3,
-                "da",
-            );
-            close(
-                g.o.as_deref().unwrap(),
-                &numeric(&o, |o| loss(&f64s(&x), &f64s(&a), o)),
-                1e-3,
-                "do",
-            );
-            let only = affine_act_backward(&x, plane, &a, &o, silu, &dy, [false, true, false]);
-            assert!(only.x.is_none() && only.o.is_none());
-            close(
-                only.a.as_deref().unwrap(),
-                &numeric(&a, |a| loss(&f64s(&x), a, &f64s(&o))),
-                1e-3,
-                "da alone",
-            );
+            let xd = f64s(&x);
+            let g = affine_act_backward(&x, plane, c, silu, &dy, [true; 4]);
+            let want_x = numeric(&x, |x| loss(x, &md, &ad, &od));
+            close(g.x.as_deref().unwrap(), &want_x, 1e-3, "dx");
+            let want_m = numeric(&m, |m| loss(&xd, m, &ad, &od));
+            close(g.m.as_deref().unwrap(), &want_m, 1e-3, "dm");
+            let want_a = numeric(&a, |a| loss(&xd, &md, a, &od));
+            close(g.a.as_deref().unwrap(), &want_a, 1e-3, "da");
+            let want_o = numeric(&o, |o| loss(&xd, &md, &ad, o));
+            close(g.o.as_deref().unwrap(), &want_o, 1e-3, "do");
+            let only = affine_act_backward(&x, plane, c, silu, &dy, [false, false, true, false]);
+            assert!(only.x.is_none() && only.m.is_none() && only.o.is_none());
+            close(only.a.as_deref().unwrap(), &want_a, 1e-3, "da alone");
         }
     }
 }

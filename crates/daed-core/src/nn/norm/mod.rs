@@ -32,19 +32,21 @@ fn group_stats_burn(x: Tensor<4>, groups: usize, eps: f64) -> (Tensor<3>, Tensor
     (mean, var.add_scalar(eps).sqrt().recip())
 }
 
-/// `x * a + o` per channel (`a`, `o` are `[B, C]`), then SiLU when `act`.
-pub fn affine_act(x: Tensor<4>, a: Tensor<2>, o: Tensor<2>, act: bool) -> Tensor<4> {
+/// `(x - m) * a + o` per channel (`m`, `a`, `o` are `[B, C]`: `c = [m, a, o]`), then SiLU
+/// when `act`.
+pub fn affine_act(x: Tensor<4>, c: [Tensor<2>; 3], act: bool) -> Tensor<4> {
     #[cfg(feature = "flex")]
     if ext::applies(&x) {
-        return ext::affine_act(x, a, o, act);
+        return ext::affine_act(x, c, act);
     }
-    affine_act_burn(x, a, o, act)
+    affine_act_burn(x, c, act)
 }
 
 /// [`affine_act`] from burn's ops.
-fn affine_act_burn(x: Tensor<4>, a: Tensor<2>, o: Tensor<2>, act: bool) -> Tensor<4> {
-    let [b, c, _, _] = x.dims();
-    let y = x * a.reshape([b, c, 1, 1]) + o.reshape([b, c, 1, 1]);
+fn affine_act_burn(x: Tensor<4>, c: [Tensor<2>; 3], act: bool) -> Tensor<4> {
+    let [b, ch, _, _] = x.dims();
+    let [m, a, o] = c.map(|t| t.reshape([b, ch, 1, 1]));
+    let y = (x - m) * a + o;
     if act {
         silu(y)
     } else {
