@@ -1,5 +1,6 @@
 //! Probe: GFLOP/s of burn-flex's conv2d and of daed's kernel (one GEMM per image, or grouped
-//! images per GEMM), forward and backward, on the CIFAR-10 / Fashion-MNIST U-Net conv shapes.
+//! images per GEMM), forward and backward, on the CIFAR-10 / Fashion-MNIST U-Net conv shapes and
+//! the FID Inception's stem.
 //!
 //! `cargo run --release -p daed-core --example conv_probe [batch]`
 use std::time::Instant;
@@ -43,6 +44,9 @@ fn main() {
         (512, 256, 8, 1),
         (256, 256, 4, 1),
         (64, 64, 28, 1),
+        // The FID Inception's stem (banded im2col, see `kernel::TILE`).
+        (32, 32, 149, 1),
+        (32, 64, 147, 1),
     ] {
         let g = Geom::new([b, c, h, h], [co, c, 3, 3], [s, s], [1, 1]).expect("valid shape");
         let flops = 2.0 * (g.n * g.p()) as f64 * g.k() as f64 * co as f64;

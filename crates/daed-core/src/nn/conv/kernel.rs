@@ -384,8 +384,8 @@ pub fn forward_grouped(
 /// Elements of an im2col block that stays in the per-core cache (1 MiB); one large image whose
 /// im2col matrix is larger (the FID Inception's stem: 288 x 21609 floats) is convolved in bands
 /// of output rows of about this size, so the GEMM reads its right operand from cache instead of
-/// memory. `examples/conv_probe`-style timing at batch 50: 32 -> 32 channels at 149x149 went
-/// from 397 ms to 200-236 ms, 32 -> 64 at 147x147 from 429 ms to 336-423 ms.
+/// memory. Timed at batch 50 (forward only): 32 -> 32 channels at 149x149 went from 397 ms to
+/// 200-236 ms, 32 -> 64 at 147x147 from 429 ms to 336-423 ms; `examples/conv_probe.rs` has both.
 const TILE: usize = 256 * 1024;
 
 /// Only images of at least this many output pixels are banded: for the U-Net's 32x32 and
@@ -721,11 +721,18 @@ mod tests {
         .enumerate()
         {
             let g = Geom::new(xs, ws, s, p).unwrap();
-            assert!(g.k() * g.p() > TILE && g.p() >= TILE_MIN_PIXELS, "case {i} is banded");
+            assert!(
+                g.k() * g.p() > TILE && g.p() >= TILE_MIN_PIXELS,
+                "case {i} is banded"
+            );
             let x = data(g.n * g.x_len(), 50 + i as u32);
             let w = data(g.co * g.k(), 60 + i as u32);
             let b = data(g.co, 70 + i as u32);
-            close(&forward(&g, &x, &w, Some(&b)), &naive(&g, &x, &w, Some(&b)), "banded y");
+            close(
+                &forward(&g, &x, &w, Some(&b)),
+                &naive(&g, &x, &w, Some(&b)),
+                "banded y",
+            );
         }
     }
 
