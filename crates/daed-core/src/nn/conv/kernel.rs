@@ -171,6 +171,21 @@ fn col2im(g: &Geom, col: &[f32], ld: usize, dx: &mut [f32]) {
     }
 }
 
+/// The `k x (imgs * p)` im2col matrix of the images in `xs`, side by side: `xs` itself for one
+/// image of a 1x1 convolution, else built in `col`.
+fn group_columns<'a>(g: &Geom, xs: &'a [f32], col: &'a mut Vec<f32>) -> &'a [f32] {
+    let (xl, p) = (g.x_len(), g.p());
+    let ld = xs.len() / xl * p;
+    if ld == p && g.pointwise() {
+        return xs;
+    }
+    col.resize(g.k() * ld, 0.0);
+    for (j, xi) in xs.chunks_exact(xl).enumerate() {
+        im2col(g, xi, &mut col[j * p..], ld);
+    }
+    col
+}
+
 /// A row-major matrix operand: base pointer, row stride and column stride (in elements).
 #[derive(Clone, Copy)]
 struct Mat {
@@ -329,15 +344,7 @@ pub fn forward_grouped(
         if imgs == 1 && !g.pointwise() && k * p > TILE && p >= TILE_MIN_PIXELS {
             return forward_tiled(g, xs, wt, bias, ys, &mut s.col, par);
         }
-        let rhs = if imgs == 1 && g.pointwise() {
-            xs
-        } else {
-            s.col.resize(k * ld, 0.0);
-            for (j, xi) in xs.chunks_exact(xl).enumerate() {
-                im2col(g, xi, &mut s.col[j * p..], ld);
-            }
-            &s.col[..]
-        };
+        let rhs = group_columns(g, xs, &mut s.col);
         if imgs == 1 {
             if let Some(b) = bias {
                 for (row, &bv) in ys.chunks_exact_mut(p).zip(b) {
@@ -482,15 +489,7 @@ pub fn backward_grouped(
             &s.out[..]
         };
         if need.weight {
-            let colx = if imgs == 1 && g.pointwise() {
-                xs
-            } else {
-                s.col.resize(k * ld, 0.0);
-                for (j, xi) in xs.chunks_exact(xl).enumerate() {
-                    im2col(g, xi, &mut s.col[j * p..], ld);
-                }
-                &s.col[..]
-            };
+            let colx = group_columns(g, xs, &mut s.col);
             if s.dw.is_empty() {
                 s.dw = vec![0.0; g.co * k];
             }

@@ -5,17 +5,9 @@ use burn::tensor::{Device, Distribution, Int, Tensor};
 
 use super::ext;
 
+/// Agreement to 2e-5 of the largest magnitude.
 fn assert_close<const D: usize>(a: Tensor<D>, b: Tensor<D>, what: &str) {
-    assert_eq!(a.dims(), b.dims(), "{what}: shape");
-    let a = a.into_data().try_to_vec::<f32>().unwrap();
-    let b = b.into_data().try_to_vec::<f32>().unwrap();
-    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!(
-            (x - y).abs() <= 2e-5 * scale,
-            "{what}[{i}]: {x} vs {y} (scale {scale})"
-        );
-    }
+    crate::nn::flex_ops::assert_close(a, b, 2e-5, what);
 }
 
 /// Input shape, weight shape, stride, padding.

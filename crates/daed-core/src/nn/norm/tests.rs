@@ -3,19 +3,7 @@
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
 use super::{affine_act_burn, ext, group_stats_burn};
-
-fn assert_close<const D: usize>(a: Tensor<D>, b: Tensor<D>, tol: f32, what: &str) {
-    assert_eq!(a.dims(), b.dims(), "{what}: shape");
-    let a = a.into_data().try_to_vec::<f32>().unwrap();
-    let b = b.into_data().try_to_vec::<f32>().unwrap();
-    let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!(
-            (x - y).abs() <= tol * scale,
-            "{what}[{i}]: {x} vs {y} (scale {scale})"
-        );
-    }
-}
+use crate::nn::flex_ops::assert_close;
 
 /// Position-dependent weights, so every element's gradient differs.
 fn ramp<const D: usize>(like: &Tensor<D>) -> Tensor<D> {
