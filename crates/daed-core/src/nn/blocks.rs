@@ -290,6 +290,60 @@ mod tests {
         (a - b).abs().max().into_scalar::<f32>()
     }
 
+    /// Gradients through the fused GroupNorm + scale-shift + SiLU (flex's own backward steps)
+    /// equal those through burn's GroupNorm written out, for the input, gamma, beta, scale and
+    /// shift.
+    #[test]
+    fn folded_norm_gradients_equal_group_norm_written_out() {
+        let dev = Device::flex().autodiff();
+        let r = |s: [usize; 2], m: f64| Tensor::<2>::random(s, Distribution::Normal(m, 0.5), &dev);
+        let x = Tensor::<4>::random([2, 8, 5, 3], Distribution::Normal(2.0, 1.5), &dev);
+        let (scale, shift) = (r([2, 8], 0.0), r([2, 8], 0.0));
+        let (gamma, beta) = (r([1, 8], 1.0).reshape([8]), r([1, 8], 0.0).reshape([8]));
+        let run = |fused: bool| {
+            let mut gn = norm(8, &dev);
+            gn.gamma = gn.gamma.map(|p| p.map(|_| gamma.clone().require_grad()));
+            gn.beta = gn.beta.map(|p| p.map(|_| beta.clone().require_grad()));
+            let (x, sc, sh) = (
+                x.clone().require_grad(),
+                scale.clone().require_grad(),
+                shift.clone().require_grad(),
+            );
+            let y = if fused {
+                norm_act(&gn, x.clone(), Some((sc.clone(), sh.clone())), true)
+            } else {
+                let y = gn.forward(x.clone()) * sc.clone().reshape([2, 8, 1, 1]).add_scalar(1.0)
+                    + sh.clone().reshape([2, 8, 1, 1]);
+                silu(y)
+            };
+            let w = y.clone().detach().sin();
+            let grads = (y * w).sum().backward();
+            let g1 = |t: Option<Tensor<1>>| t.expect("gradient").into_data().try_to_vec::<f32>();
+            let g2 = |t: Option<Tensor<2>>| t.expect("gradient").into_data().try_to_vec::<f32>();
+            let g4 = |t: Option<Tensor<4>>| t.expect("gradient").into_data().try_to_vec::<f32>();
+            let gamma = gn.gamma.as_ref().unwrap().val().grad(&grads);
+            let beta = gn.beta.as_ref().unwrap().val().grad(&grads);
+            [
+                g4(x.grad(&grads)).unwrap(),
+                g1(gamma).unwrap(),
+                g1(beta).unwrap(),
+                g2(sc.grad(&grads)).unwrap(),
+                g2(sh.grad(&grads)).unwrap(),
+            ]
+        };
+        let (ours, theirs) = (run(true), run(false));
+        for ((a, b), what) in ours
+            .iter()
+            .zip(&theirs)
+            .zip(["x", "gamma", "beta", "scale", "shift"])
+        {
+            let scale = b.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            for (i, (p, q)) in a.iter().zip(b).enumerate() {
+                assert!((p - q).abs() <= 1e-4 * scale, "d{what}[{i}]: {p} vs {q}");
+            }
+        }
+    }
+
     #[test]
     fn attention_equals_the_formula_with_and_without_gradients() {
         for t in [49, 784] {
