@@ -221,15 +221,13 @@ mod ext {
             let reduce = if max { Reduce::Max } else { Reduce::MeanInside };
             let values = f32s(&x);
             let (h, w) = (shape[2], shape[3]);
-            let out = match (
+            let (Some(y), Some(ho), Some(wo)) = (
                 pool_planes(values, [h, w], win, reduce),
                 win.out_len(h),
                 win.out_len(w),
-            ) {
-                (Some(y), Some(ho), Some(wo)) => (y, ho, wo),
-                _ => panic!("daed pool: window {win:?} does not fit a {h}x{w} input"),
+            ) else {
+                panic!("daed pool: window {win:?} does not fit a {h}x{w} input")
             };
-            let (y, ho, wo) = out;
             flex_tensor(y, Shape::new([shape[0], shape[1], ho, wo]))
         }
     }

@@ -341,26 +341,10 @@ pub fn forward_grouped(
     let one = |s: &mut Scratch, ys: &mut [f32], xs: &[f32]| {
         let imgs = xs.len() / xl;
         let ld = imgs * p;
-        if imgs == 1 && !g.pointwise() && k * p > TILE && p >= TILE_MIN_PIXELS {
-            return forward_tiled(g, xs, wt, bias, ys, &mut s.col, par);
+        if imgs == 1 {
+            return forward_image(g, xs, wt, bias, ys, &mut s.col, par);
         }
         let rhs = group_columns(g, xs, &mut s.col);
-        if imgs == 1 {
-            if let Some(b) = bias {
-                for (row, &bv) in ys.chunks_exact_mut(p).zip(b) {
-                    row.fill(bv);
-                }
-            }
-            matmul(
-                ys,
-                [g.co, p, k],
-                bias.is_some(),
-                Mat::rows(wt, k),
-                Mat::rows(rhs, p),
-                par,
-            );
-            return;
-        }
         s.out.resize(g.co * ld, 0.0);
         matmul(
             &mut s.out,
@@ -399,8 +383,9 @@ const TILE: usize = 256 * 1024;
 /// smaller, A B A B runs showed no clear difference either way.
 const TILE_MIN_PIXELS: usize = 64 * 64;
 
-/// One image, in bands of output rows (see [`TILE`]).
-fn forward_tiled(
+/// One image straight into its NCHW output: the bias first, then the GEMM accumulating onto it,
+/// over the whole image or, for large images, in bands of output rows (see [`TILE`]).
+fn forward_image(
     g: &Geom,
     xi: &[f32],
     wt: &[f32],
@@ -415,15 +400,30 @@ fn forward_tiled(
             row.fill(bv);
         }
     }
-    let band = (TILE / (k * g.wo)).max(1);
+    let lhs = Mat::rows(wt, k);
+    if g.pointwise() {
+        return matmul(yi, [g.co, p, k], bias.is_some(), lhs, Mat::rows(xi, p), par);
+    }
+    let band = if k * p > TILE && p >= TILE_MIN_PIXELS {
+        (TILE / (k * g.wo)).max(1)
+    } else {
+        g.ho
+    };
     for oy0 in (0..g.ho).step_by(band) {
         let rows = oy0..(oy0 + band).min(g.ho);
         let n = rows.len() * g.wo;
         col.resize(k * n, 0.0);
         im2col_rows(g, xi, col, n, rows);
         let dst = &mut yi[oy0 * g.wo..];
-        let (lhs, rhs) = (Mat::rows(wt, k), Mat::rows(col, n));
-        matmul_strided(dst, p, [g.co, n, k], bias.is_some(), lhs, rhs, par);
+        matmul_strided(
+            dst,
+            p,
+            [g.co, n, k],
+            bias.is_some(),
+            lhs,
+            Mat::rows(col, n),
+            par,
+        );
     }
 }
 
