@@ -6,8 +6,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use daed_core::metrics::evaluate::{
-    cache_key, compute_features, compute_metrics, default_cache_dir, read_cache, write_cache,
-    MetricSet, SetFeatures,
+    cache_key, check_shapes, compute_features, compute_metrics, default_cache_dir, read_cache,
+    write_cache, MetricSet, SetFeatures, SetSummary,
 };
 use daed_core::metrics::{default_weights, FidInception, Preprocess, INCEPTION_ENV};
 use daed_io::datasets::{self, DatasetSpec};
@@ -85,6 +85,9 @@ struct RunArgs {
     /// Seed of --sample-noise.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Compare sets of different image sizes or channel counts (both are resized to 299x299).
+    #[arg(long)]
+    allow_resize: bool,
     #[command(flatten)]
     common: Common,
 }
@@ -104,6 +107,21 @@ struct StatsArgs {
 enum Source {
     Images(ImageSet),
     Stats(SetFeatures),
+}
+
+impl Source {
+    fn summary(&self) -> SetSummary {
+        match self {
+            Source::Images(s) => SetSummary {
+                n: s.len(),
+                stats_only: false,
+            },
+            Source::Stats(f) => SetSummary {
+                n: f.n,
+                stats_only: true,
+            },
+        }
+    }
 }
 
 fn load_source(spec: &str, c: &Common) -> Result<Source> {
@@ -270,6 +288,16 @@ fn evaluate(a: RunArgs) -> Result<()> {
     };
     let which = MetricSet::parse(&a.metrics)?;
     let start = Instant::now();
+    daed_io::atomic::check_writable_dir(out)?;
+    let mut src_s = load_source(samples, &a.common)?;
+    let src_r = load_source(reference, &a.common)?;
+    which.check_sets(src_s.summary(), src_r.summary())?;
+    if let (Source::Images(s), Source::Images(r)) = (&src_s, &src_r) {
+        let shape = |x: &ImageSet| [x.channels, x.height, x.width];
+        if let Some(note) = check_shapes(shape(s), shape(r), a.allow_resize)? {
+            println!("note: {note}");
+        }
+    }
     let ex = Extractor::new(&a.common)?;
     if which.is && !ex.net.has_logits() {
         bail!(
@@ -279,22 +307,16 @@ fn evaluate(a: RunArgs) -> Result<()> {
             ex.weights.display()
         );
     }
-    let mut src_s = load_source(samples, &a.common)?;
-    match (&mut src_s, a.sample_noise) {
-        (Source::Stats(_), _) => bail!("--samples must be images, not a statistics file"),
-        (Source::Images(set), Some(sigma)) => {
-            if !(sigma.is_finite() && sigma >= 0.0) {
-                bail!("--sample-noise must be a non-negative number");
-            }
-            add_noise(set, sigma, a.seed);
-            println!(
-                "samples: added Gaussian noise, sigma {sigma} on the [0, 1] scale (seed {})",
-                a.seed
-            );
+    if let (Source::Images(set), Some(sigma)) = (&mut src_s, a.sample_noise) {
+        if !(sigma.is_finite() && sigma >= 0.0) {
+            bail!("--sample-noise must be a non-negative number");
         }
-        _ => {}
+        add_noise(set, sigma, a.seed);
+        println!(
+            "samples: added Gaussian noise, sigma {sigma} on the [0, 1] scale (seed {})",
+            a.seed
+        );
     }
-    let src_r = load_source(reference, &a.common)?;
     let (fr, info_r) = ex.source_features(src_r, "reference")?;
     let (fs, info_s) = ex.source_features(src_s, "samples")?;
     let t = Instant::now();
@@ -363,6 +385,9 @@ fn add_noise(set: &mut ImageSet, sigma: f64, seed: u64) {
 
 fn stats(a: StatsArgs) -> Result<()> {
     let start = Instant::now();
+    if let Some(p) = a.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        daed_io::atomic::check_writable_dir(p)?;
+    }
     let ex = Extractor::new(&a.common)?;
     let src = load_source(&a.set, &a.common)?;
     let Source::Images(set) = src else {

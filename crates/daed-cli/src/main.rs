@@ -5,6 +5,7 @@ mod analyze;
 mod bench;
 mod daed_cmd;
 mod data;
+mod doctor;
 mod eval;
 mod progress;
 mod sample;
@@ -66,6 +67,9 @@ enum Cmd {
     /// Datasets: download, inspect.
     #[command(subcommand)]
     Data(data::DataCmd),
+    /// Check a run directory (checksums, latest, leftovers, non-finite weights, log); --repair
+    /// fixes what can be fixed safely.
+    Doctor(doctor::DoctorArgs),
 }
 
 fn main() {
@@ -80,6 +84,7 @@ fn main() {
         Cmd::Analyze(c) => analyze::run(c),
         Cmd::Daed(c) => daed_cmd::run(c),
         Cmd::Bench(a) => bench::run(*a),
+        Cmd::Doctor(a) => doctor::run(a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

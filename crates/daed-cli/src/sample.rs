@@ -67,7 +67,9 @@ pub fn run(a: SampleArgs) -> Result<()> {
         clip_denoised: true,
         seed: a.seed,
     };
+    opts.validate()?;
     let shape = ck.state.image_shape;
+    daed_core::memory::check_sampling(&ck.config, shape, a.n, a.batch_size)?;
     let start = Instant::now();
     let mut pb: Option<indicatif::ProgressBar> = None;
     let mut progress = |k: usize, total: usize| {

@@ -109,9 +109,10 @@ fn train_as<M: DiffusionNet>(cfg: ExperimentConfig, resume: Option<&str>) -> Res
 
 #[derive(Args)]
 pub struct DemoArgs {
-    /// Where to write the run.
-    #[arg(long, default_value = "runs/demo")]
-    out: PathBuf,
+    /// Where to write the run (default: runs/demo, or runs/demo-2, -3, ... when taken). An
+    /// existing, non-empty folder is refused: the demo never overwrites a run.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Training steps (the default takes a few minutes on 2 cores).
     #[arg(long)]
     steps: Option<u64>,
@@ -123,33 +124,52 @@ pub struct DemoArgs {
 /// The tiny preset, compiled in so the demo needs no files.
 const DEMO_CONFIG: &str = include_str!("../../../configs/demo.toml");
 
+/// A folder that does not exist or is empty.
+fn is_free(dir: &std::path::Path) -> bool {
+    std::fs::read_dir(dir).map_or(!dir.exists(), |mut rd| rd.next().is_none())
+}
+
+/// The demo's run directory: `--out` if free, else the first free `runs/demo[-N]`.
+fn demo_dir(out: Option<PathBuf>) -> Result<PathBuf> {
+    match out {
+        Some(o) if is_free(&o) => Ok(o),
+        Some(o) => anyhow::bail!(
+            "{} exists and is not empty: the demo writes a new run; pass another --out",
+            o.display()
+        ),
+        None => (1..1000)
+            .map(|i| match i {
+                1 => PathBuf::from("runs/demo"),
+                _ => PathBuf::from(format!("runs/demo-{i}")),
+            })
+            .find(|d| is_free(d))
+            .context("runs/demo to runs/demo-999 are all taken: pass --out"),
+    }
+}
+
 pub fn demo(a: DemoArgs) -> Result<()> {
     let mut cfg = ExperimentConfig::from_toml(DEMO_CONFIG, "configs/demo.toml")?;
-    cfg.train.out_dir = Some(a.out.clone());
+    let out = demo_dir(a.out)?;
+    cfg.train.out_dir = Some(out.clone());
     if let Some(s) = a.steps {
         cfg.train.steps = s;
     }
     if let Some(d) = a.device {
         cfg.device = d;
     }
-    if a.out.join("checkpoints").exists() {
-        std::fs::remove_dir_all(a.out.join("checkpoints"))
-            .with_context(|| format!("clearing {}", a.out.display()))?;
-    }
+    let steps = cfg.train.steps;
     train_config(cfg, None)?;
-    let grids = a.out.join("samples");
-    let mut pngs: Vec<_> = std::fs::read_dir(&grids)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    pngs.sort();
-    if let Some(p) = pngs.last() {
-        println!("sample grid: {}", p.display());
-    }
-    println!("log: {}", a.out.join("log.jsonl").display());
+    println!(
+        "sample grid: {}",
+        out.join("samples")
+            .join(format!("step_{steps:08}.png"))
+            .display()
+    );
+    println!("log: {}", out.join("log.jsonl").display());
     println!(
         "checkpoint: {} (try `daed sample --checkpoint {}`)",
-        a.out.join("checkpoints").display(),
-        a.out.display()
+        out.join("checkpoints").display(),
+        out.display()
     );
     Ok(())
 }

@@ -324,6 +324,13 @@ impl ExperimentConfig {
             .unwrap_or_else(|| PathBuf::from("runs").join(&self.name))
     }
 
+    /// The checks that need the data's image shape `[C, H, W]` (known once the data is read):
+    /// the network's levels and attention placement.
+    pub fn validate_for_shape(&self, shape: [usize; 3]) -> Result<()> {
+        crate::train::checkpoint::check_image_shape(shape).map_err(Error::Invalid)?;
+        self.unet.validate(shape[1].max(shape[2]))
+    }
+
     /// Range checks; each error names its key.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(m));
@@ -338,11 +345,17 @@ impl ExperimentConfig {
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return bad(format!("train.lr must be positive, got {}", t.lr));
         }
-        if t.weight_decay < 0.0 {
-            return bad("train.weight_decay must be >= 0".into());
+        if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
+            return bad(format!(
+                "train.weight_decay must be a finite number >= 0, got {}",
+                t.weight_decay
+            ));
         }
-        if t.grad_clip < 0.0 {
-            return bad("train.grad_clip must be >= 0 (0 = off)".into());
+        if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
+            return bad(format!(
+                "train.grad_clip must be a finite number >= 0 (0 = off), got {}",
+                t.grad_clip
+            ));
         }
         if !(0.0..1.0).contains(&t.ema_rate) {
             return bad(format!(
@@ -357,9 +370,9 @@ impl ExperimentConfig {
         if s.batch_size == 0 || s.n == 0 {
             return bad("sample.n and sample.batch_size must be at least 1".into());
         }
-        if s.eta < 0.0 {
-            return bad("sample.eta must be >= 0".into());
-        }
+        crate::sample::SampleOptions::from_config(s)
+            .validate()
+            .map_err(|e| Error::Invalid(format!("sample.{e}")))?;
         if !["train", "test"].contains(&self.data.split.as_str()) {
             return bad(format!(
                 "data.split must be train or test, got `{}`",

@@ -120,6 +120,10 @@ impl DiffusionNet for DaedNets {
         .0)
     }
 
+    fn sampling_process(d: &GaussianDiffusion, respacing: &str) -> Result<GaussianDiffusion> {
+        daed_sampling_process(d, respacing)
+    }
+
     fn step_sampler(cfg: &ExperimentConfig) -> StepSamplerKind {
         match cfg.daed.mode {
             DaedMode::TwoStage => StepSamplerKind::OnlyDae,
@@ -208,12 +212,12 @@ impl DiffusionNet for DaedNets {
         }
         check_compatible(&ck.config, ck.state.image_shape, cfg, shape)
             .map_err(|e| Error::ckpt(&ck.dir, e.to_string()))?;
-        let arrays = ck.tensors(crate::train::checkpoint::FILES[1])?;
+        let arrays = ck.tensors(crate::train::checkpoint::TensorFile::Ema)?;
         self.generator = crate::tensor_io::load_module(
             self.generator,
             &arrays,
             "",
-            &ck.dir.join(crate::train::checkpoint::FILES[1]),
+            &ck.dir.join(crate::train::checkpoint::TensorFile::Ema.name()),
         )?;
         Ok(self)
     }
@@ -228,7 +232,8 @@ impl DiffusionNet for DaedNets {
         device: &Device,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<f32>> {
-        let d = daed_sampling_process(d, &opts.respacing)?;
+        opts.validate()?;
+        let d = Self::sampling_process(d, &opts.respacing)?;
         let steps = d.num_steps();
         crate::sample::batched(
             shape,

@@ -11,6 +11,7 @@ pub mod daed;
 pub mod device;
 pub mod diffusion;
 pub mod error;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod nn;

@@ -20,6 +20,11 @@ pub trait DiffusionNet: Module + Clone + Sized {
     fn step_sampler(cfg: &ExperimentConfig) -> StepSamplerKind {
         cfg.diffusion.step_sampler
     }
+    /// The process sampling runs over for a respacing spec ("" = every step); an invalid spec
+    /// is an error here, so it can be checked before any work.
+    fn sampling_process(d: &GaussianDiffusion, respacing: &str) -> Result<GaussianDiffusion> {
+        crate::sample::sampling_diffusion(d, respacing)
+    }
     /// Freshly initialised networks for images of `shape` [C, H, W].
     fn build(
         cfg: &ExperimentConfig,

@@ -23,6 +23,28 @@ pub struct SampleOptions {
 }
 
 impl SampleOptions {
+    /// The options a config's `[sample]` section describes.
+    pub fn from_config(s: &crate::config::SampleConfig) -> Self {
+        Self {
+            respacing: s.respacing.clone(),
+            ddim: s.ddim,
+            eta: s.eta,
+            clip_denoised: s.clip_denoised,
+            seed: s.seed,
+        }
+    }
+
+    /// Checks the values a user can set: eta finite and non-negative.
+    pub fn validate(&self) -> Result<()> {
+        if !(self.eta.is_finite() && self.eta >= 0.0) {
+            return Err(crate::Error::Invalid(format!(
+                "eta must be a finite number >= 0, got {}",
+                self.eta
+            )));
+        }
+        Ok(())
+    }
+
     /// Ancestral sampling over every step, x0 clipped: what the analyses use.
     pub fn ancestral(seed: u64) -> Self {
         Self {
@@ -121,6 +143,7 @@ pub fn sample_images(
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<f32>> {
+    opts.validate()?;
     let d = sampling_diffusion(base, &opts.respacing)?;
     let steps = d.num_steps();
     batched(
@@ -150,9 +173,23 @@ pub fn batched(
     progress: &mut dyn FnMut(usize, usize),
     run: &mut BatchRun,
 ) -> Result<Vec<f32>> {
+    if n == 0 || batch == 0 {
+        return Err(crate::Error::Invalid(
+            "the number of images and the batch size must be at least 1".into(),
+        ));
+    }
     let nb = n.div_ceil(batch);
     let per: usize = shape.iter().product();
-    let mut out = Vec::with_capacity(n * per);
+    let total = n.checked_mul(per).ok_or_else(|| {
+        crate::Error::Invalid(format!("{n} images of {per} values cannot be counted"))
+    })?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(total).map_err(|_| {
+        crate::Error::Invalid(format!(
+            "cannot allocate {n} images ({:.1} GiB): ask for fewer",
+            total as f64 * 4.0 / (1u64 << 30) as f64
+        ))
+    })?;
     for bi in 0..nb {
         let b = batch.min(n - bi * batch);
         let x = noise(
@@ -164,7 +201,15 @@ pub fn batched(
         );
         let done = bi * steps;
         let x = run(x, bi as u64, &mut |k, _| progress(done + k, nb * steps));
-        out.extend(crate::tensor_io::to_vec(x.reshape([b * per]))?);
+        let imgs = crate::tensor_io::to_vec(x.reshape([b * per]))?;
+        if let Some(i) = imgs.iter().position(|v| !v.is_finite()) {
+            return Err(crate::Error::Invalid(format!(
+                "sampling produced a non-finite value (image {} of batch {bi}): the weights or \
+                 the sampling options are broken; nothing was written",
+                i / per
+            )));
+        }
+        out.extend(imgs);
     }
     Ok(out)
 }

@@ -82,6 +82,78 @@ impl MetricSet {
     pub fn needs_features(&self) -> bool {
         self.pr || self.prd
     }
+
+    /// Checks, before any feature is computed, that sets of these sizes and kinds can give the
+    /// chosen metrics; the error names the set and the metric.
+    pub fn check_sets(&self, samples: SetSummary, reference: SetSummary) -> Result<()> {
+        let bad = |m: String| Err(Error::Invalid(m));
+        if samples.stats_only {
+            return bad("samples: must be images, not a statistics file".into());
+        }
+        if reference.stats_only && self.needs_features() {
+            return bad("precision/recall and PRD need per-image features of both sets; the \
+                 reference is a statistics file (mean and covariance only): pass the reference \
+                 images instead"
+                .into());
+        }
+        for (what, s) in [("samples", samples), ("reference", reference)] {
+            if (self.fid || self.sfid) && s.n < 2 {
+                return bad(format!(
+                    "{what}: {} image(s); FID and sFID need at least 2 (a covariance)",
+                    s.n
+                ));
+            }
+            if self.pr && s.n < PR_K + 1 {
+                return bad(format!(
+                    "{what}: {} image(s); precision/recall (k = {PR_K}) need at least {}",
+                    s.n,
+                    PR_K + 1
+                ));
+            }
+        }
+        if self.prd && samples.n != reference.n {
+            return bad(format!(
+                "PRD compares sets of equal size ({} samples vs {} reference images): use --n",
+                samples.n, reference.n
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Compares the image shapes `[C, H, W]` of two sets. Different shapes are refused unless
+/// `allow_resize`; then the returned note says what the Inception's pre-processing does to each.
+pub fn check_shapes(
+    samples: [usize; 3],
+    reference: [usize; 3],
+    allow_resize: bool,
+) -> Result<Option<String>> {
+    if samples == reference {
+        return Ok(None);
+    }
+    let show = |[c, h, w]: [usize; 3]| {
+        format!("{h}x{w} {}", if c == 1 { "grey" } else { "colour" })
+    };
+    let (a, b) = (show(samples), show(reference));
+    if !allow_resize {
+        return Err(Error::Invalid(format!(
+            "the samples are {a} images and the reference {b}: they come from different data; \
+             pass --allow-resize to compare them anyway"
+        )));
+    }
+    Ok(Some(format!(
+        "samples ({a}) and reference ({b}) differ: both are resized to 299x299 by the Inception's \
+         pre-processing, grey images repeated over 3 channels"
+    )))
+}
+
+/// What is known of a set before its features are computed.
+#[derive(Clone, Copy, Debug)]
+pub struct SetSummary {
+    /// Number of images (or of the images behind a statistics file).
+    pub n: usize,
+    /// Precomputed statistics only (no per-image features).
+    pub stats_only: bool,
 }
 
 /// What the metrics need from one image set.

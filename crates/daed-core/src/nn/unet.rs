@@ -62,7 +62,7 @@ impl UNetConfig {
 
     /// Checks the ranges; errors name the key.
     pub fn validate(&self, image_size: usize) -> Result<()> {
-        let bad = |m: String| Err(Error::Invalid(format!("model.{m}")));
+        let bad = |m: String| Err(Error::Invalid(format!("unet.{m}")));
         if self.model_channels == 0 {
             return bad("model_channels must be at least 1".into());
         }
@@ -90,6 +90,27 @@ impl UNetConfig {
         }
         if self.attention_resolutions.contains(&0) {
             return bad("attention_resolutions entries must be positive".into());
+        }
+        // improved-diffusion's rule: resolution r puts attention at downsample factor size / r
+        // (integer division). As there, an entry may match no level (the paper's [16, 8] at 28
+        // px gives factors 1 and 3); but one larger than the image, or a list where no entry
+        // matches, is a mistake.
+        let levels: Vec<usize> = (0..mults.len()).map(|l| 1 << l).collect();
+        let sizes: Vec<usize> = levels.iter().map(|ds| image_size / ds).collect();
+        if let Some(r) = self.attention_resolutions.iter().find(|&&r| r > image_size) {
+            return bad(format!(
+                "attention_resolutions: {r} is larger than the {image_size}-px images (this \
+                 U-Net's levels are {sizes:?} px)"
+            ));
+        }
+        let matches = |r: &usize| levels.contains(&(image_size / r));
+        if !self.attention_resolutions.is_empty() && !self.attention_resolutions.iter().any(matches)
+        {
+            return bad(format!(
+                "attention_resolutions: {:?} match no level of this {image_size}-px U-Net (its \
+                 levels are {sizes:?} px); use [] for no attention",
+                self.attention_resolutions
+            ));
         }
         Ok(())
     }

@@ -49,7 +49,25 @@ pub struct Checkpoint {
     pub config: ExperimentConfig,
 }
 
-fn sha256_hex(b: &[u8]) -> String {
+/// Largest image side a checkpoint may declare.
+pub const MAX_IMAGE_SIDE: usize = 4096;
+
+/// Checks an image shape `[C, H, W]` read from a file: 1 or 3 channels, sides in
+/// 1..=[`MAX_IMAGE_SIDE`].
+pub fn check_image_shape([c, h, w]: [usize; 3]) -> std::result::Result<(), String> {
+    if !(c == 1 || c == 3) {
+        return Err(format!("image_shape has {c} channels (1 or 3 expected)"));
+    }
+    if !(1..=MAX_IMAGE_SIDE).contains(&h) || !(1..=MAX_IMAGE_SIDE).contains(&w) {
+        return Err(format!(
+            "image_shape {h}x{w} is out of range (sides from 1 to {MAX_IMAGE_SIDE})"
+        ));
+    }
+    Ok(())
+}
+
+/// SHA-256 of `b` as lower-case hex.
+pub fn sha256_hex(b: &[u8]) -> String {
     Sha256::digest(b)
         .iter()
         .map(|x| format!("{x:02x}"))
@@ -63,23 +81,83 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_all().map_err(|e| Error::io(path, e))
 }
 
-/// Names of the tensor files.
-pub const FILES: [&str; 3] = [
-    "model.safetensors",
-    "ema.safetensors",
-    "optimizer.safetensors",
-];
+/// The tensor files of a checkpoint, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorFile {
+    /// The raw weights.
+    Model,
+    /// The EMA of the weights.
+    Ema,
+    /// AdamW's moments.
+    Optimizer,
+}
 
-/// Writes a checkpoint for `state.step` under `run_dir/checkpoints/`, keeps the newest `keep`
-/// (0 = all), and points `latest` at it. `tensors` holds the three files' arrays.
+impl TensorFile {
+    /// All three, in the order they are written.
+    pub const ALL: [TensorFile; 3] = [TensorFile::Model, TensorFile::Ema, TensorFile::Optimizer];
+
+    /// The file name inside a checkpoint directory.
+    pub fn name(self) -> &'static str {
+        match self {
+            TensorFile::Model => "model.safetensors",
+            TensorFile::Ema => "ema.safetensors",
+            TensorFile::Optimizer => "optimizer.safetensors",
+        }
+    }
+
+    /// The weights for inference: the EMA or the raw ones.
+    pub fn weights(ema: bool) -> Self {
+        if ema {
+            TensorFile::Ema
+        } else {
+            TensorFile::Model
+        }
+    }
+}
+
+/// The first non-finite value among `arrays`, as (tensor name, index).
+pub fn first_non_finite(arrays: &BTreeMap<String, NamedArray>) -> Option<(&str, usize)> {
+    arrays.iter().find_map(|(name, a)| {
+        a.data
+            .iter()
+            .position(|v| !v.is_finite())
+            .map(|i| (name.as_str(), i))
+    })
+}
+
+/// The step of a checkpoint directory name (`step_00000040` -> 40).
+pub fn step_of(dir: &Path) -> Option<u64> {
+    dir.file_name()?
+        .to_str()?
+        .strip_prefix("step_")?
+        .parse()
+        .ok()
+}
+
+/// Writes a checkpoint for `state.step` under `run_dir/checkpoints/`, points `latest` at it and,
+/// with `keep > 0`, removes all but the newest `keep` checkpoints up to this step (a newer one is
+/// never touched). Weights that are not finite are refused: such a checkpoint is never written.
+/// Temporary folders left by killed writes are cleaned first.
 pub fn save(
     run_dir: &Path,
     mut state: CheckpointState,
     tensors: [BTreeMap<String, NamedArray>; 3],
     keep: usize,
 ) -> Result<PathBuf> {
+    for (file, arrays) in TensorFile::ALL.iter().zip(tensors.iter()) {
+        if let Some((name, i)) = first_non_finite(arrays) {
+            return Err(Error::Invalid(format!(
+                "training diverged: at step {} the {} value `{name}`[{i}] is not finite, so no \
+                 checkpoint was written (the earlier ones are intact); lower train.lr or set \
+                 train.grad_clip",
+                state.step,
+                file.name()
+            )));
+        }
+    }
     let root = run_dir.join("checkpoints");
     std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+    daed_io::atomic::remove_stale_temps(&root)?;
     let name = format!("step_{:08}", state.step);
     let fin = root.join(&name);
     let tmp = root.join(format!(".{name}.tmp-{}", std::process::id()));
@@ -90,30 +168,35 @@ pub fn save(
     let mut meta = BTreeMap::new();
     meta.insert("step".to_string(), state.step.to_string());
     meta.insert("format".to_string(), "daed".to_string());
-    for (file, arrays) in FILES.iter().zip(tensors.iter()) {
+    for (file, arrays) in TensorFile::ALL.iter().zip(tensors.iter()) {
         let bytes = safetensors_bytes(arrays, &meta);
-        state.checksums.insert(file.to_string(), sha256_hex(&bytes));
-        write_synced(&tmp.join(file), &bytes)?;
+        state
+            .checksums
+            .insert(file.name().to_string(), sha256_hex(&bytes));
+        write_synced(&tmp.join(file.name()), &bytes)?;
     }
     let json = serde_json::to_vec_pretty(&state).expect("state serialises");
     write_synced(&tmp.join("state.json"), &json)?;
     if fin.exists() {
+        // The same step written again (a resume redoing it): the same trajectory, replaced.
         std::fs::remove_dir_all(&fin).map_err(|e| Error::io(&fin, e))?;
     }
     std::fs::rename(&tmp, &fin).map_err(|e| Error::io(&fin, e))?;
     daed_io::atomic::write_atomic(root.join("latest"), name.as_bytes())?;
     if keep > 0 {
-        let mut all = list(run_dir)?;
-        all.sort();
-        let n = all.len();
-        for old in all.into_iter().take(n.saturating_sub(keep)) {
-            let _ = std::fs::remove_dir_all(old);
+        let upto: Vec<PathBuf> = list(run_dir)?
+            .into_iter()
+            .filter(|p| step_of(p).is_some_and(|s| s <= state.step))
+            .collect();
+        let n = upto.len();
+        for old in upto.into_iter().take(n.saturating_sub(keep)) {
+            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
         }
     }
     Ok(fin)
 }
 
-/// Checkpoint directories of a run, oldest first.
+/// Checkpoint directories of a run (`step_N`, complete or not), oldest first.
 pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
     let root = run_dir.join("checkpoints");
     let Ok(rd) = std::fs::read_dir(&root) else {
@@ -121,18 +204,16 @@ pub fn list(run_dir: &Path) -> Result<Vec<PathBuf>> {
     };
     let mut v: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_dir()
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("step_"))
-        })
+        .filter(|p| p.is_dir() && step_of(p).is_some())
         .collect();
-    v.sort();
+    v.sort_by_key(|p| step_of(p));
     Ok(v)
 }
 
-/// Finds the checkpoint directory for `path`: a checkpoint dir itself, or a run dir (its latest).
+/// Finds the checkpoint directory for `path`: a checkpoint dir itself, or a run dir. For a run
+/// dir this is the newest complete checkpoint (one with `state.json`: a checkpoint becomes
+/// visible only when complete), which is what `checkpoints/latest` names unless a write was
+/// killed between the two; a `latest` that names a missing checkpoint is an error.
 pub fn resolve(path: &Path) -> Result<PathBuf> {
     if path.join("state.json").is_file() {
         return Ok(path.to_path_buf());
@@ -143,16 +224,28 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
     let latest = path.join("checkpoints").join("latest");
     if let Ok(name) = std::fs::read_to_string(&latest) {
         let dir = path.join("checkpoints").join(name.trim());
-        if dir.join("state.json").is_file() {
-            return Ok(dir);
+        if !dir.join("state.json").is_file() {
+            return Err(Error::ckpt(
+                &latest,
+                format!(
+                    "names `{}`, which is not a complete checkpoint; `daed doctor {}` says what \
+                     is there, or pass a checkpoint directory itself",
+                    name.trim(),
+                    path.display()
+                ),
+            ));
         }
     }
-    list(path)?.pop().ok_or_else(|| {
-        Error::ckpt(
-            path,
-            "not a checkpoint (no state.json) and no checkpoints/ inside",
-        )
-    })
+    list(path)?
+        .into_iter()
+        .rev()
+        .find(|d| d.join("state.json").is_file())
+        .ok_or_else(|| {
+            Error::ckpt(
+                path,
+                "not a checkpoint (no state.json) and no complete checkpoint in checkpoints/",
+            )
+        })
 }
 
 impl Checkpoint {
@@ -173,11 +266,22 @@ impl Checkpoint {
             ));
         }
         let config = ExperimentConfig::from_toml(&state.config_toml, &sp.display().to_string())?;
+        if state.model_kind != config.model.to_string() {
+            return Err(Error::ckpt(
+                &sp,
+                format!(
+                    "model_kind `{}` disagrees with its config's model `{}`",
+                    state.model_kind, config.model
+                ),
+            ));
+        }
+        check_image_shape(state.image_shape).map_err(|m| Error::ckpt(&sp, m))?;
         Ok(Self { dir, state, config })
     }
 
     /// Reads one tensor file, verifying its checksum.
-    pub fn tensors(&self, file: &str) -> Result<BTreeMap<String, NamedArray>> {
+    pub fn tensors(&self, file: TensorFile) -> Result<BTreeMap<String, NamedArray>> {
+        let file = file.name();
         let p = self.dir.join(file);
         let bytes = std::fs::read(&p).map_err(|e| Error::io(&p, e))?;
         if let Some(want) = self.state.checksums.get(file) {
@@ -207,9 +311,16 @@ impl Checkpoint {
         }
         let d = M::process(cfg)?;
         let net = M::build(cfg, &d, self.state.image_shape, device)?.valid();
-        let file = if ema { FILES[1] } else { FILES[0] };
+        let file = TensorFile::weights(ema);
         let arrays = self.tensors(file)?;
-        let net = crate::tensor_io::load_module(net, &arrays, "", &self.dir.join(file))?;
+        let path = self.dir.join(file.name());
+        if let Some((name, i)) = first_non_finite(&arrays) {
+            return Err(Error::ckpt(
+                &path,
+                format!("weight `{name}`[{i}] is not finite: this checkpoint cannot sample"),
+            ));
+        }
+        let net = crate::tensor_io::load_module(net, &arrays, "", &path)?;
         Ok((net, d))
     }
 

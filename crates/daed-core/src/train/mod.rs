@@ -1,5 +1,6 @@
 //! Training: AdamW and EMA over named parameters, checkpoints, and the loop.
 pub mod checkpoint;
+pub mod doctor;
 pub mod optim;
 pub mod trainer;
 

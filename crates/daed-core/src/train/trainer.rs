@@ -7,7 +7,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use daed_io::images::ImageSet;
 
-use super::checkpoint::{self, Checkpoint, CheckpointState, FORMAT_VERSION};
+use super::checkpoint::{self, Checkpoint, CheckpointState, TensorFile, FORMAT_VERSION};
 use super::optim::{ema_update, AdamW, AdamWSettings};
 use crate::config::ExperimentConfig;
 use crate::diffusion::step_sampler::StepSampler;
@@ -102,8 +102,13 @@ impl<M: DiffusionNet> Trainer<M> {
             )));
         }
         let diffusion = M::process(&cfg)?;
-        device.seed(cfg.train.seed);
         let shape = [data.channels, data.height, data.width];
+        // Everything the run will use later is checked now, before any work.
+        cfg.validate_for_shape(shape)?;
+        M::sampling_process(&diffusion, &cfg.sample.respacing)
+            .map_err(|e| Error::Invalid(format!("sample.respacing: {e}")))?;
+        crate::memory::check_training(&cfg, shape)?;
+        device.seed(cfg.train.seed);
         let model = M::build(&cfg, &diffusion, shape, &device)?.prepare(&cfg, shape)?;
         let ema = model.valid();
         let sampler = StepSampler::new(M::step_sampler(&cfg), &diffusion.betas);
@@ -148,6 +153,7 @@ impl<M: DiffusionNet> Trainer<M> {
             ));
         }
         let mut t = Self::new(cfg, data)?;
+        refuse_newer_checkpoints(&t.run_dir, ck.state.step)?;
         let shape = [t.data.channels, t.data.height, t.data.width];
         if ck.state.image_shape != shape {
             return Err(Error::ckpt(
@@ -158,11 +164,12 @@ impl<M: DiffusionNet> Trainer<M> {
                 ),
             ));
         }
-        let model = ck.tensors(checkpoint::FILES[0])?;
-        t.model = load_module(t.model, &model, "", &ck.dir.join(checkpoint::FILES[0]))?;
-        let ema = ck.tensors(checkpoint::FILES[1])?;
-        t.ema = load_module(t.ema, &ema, "", &ck.dir.join(checkpoint::FILES[1]))?;
-        let opt = ck.tensors(checkpoint::FILES[2])?;
+        let path = |f: TensorFile| ck.dir.join(f.name());
+        let model = ck.tensors(TensorFile::Model)?;
+        t.model = load_module(t.model, &model, "", &path(TensorFile::Model))?;
+        let ema = ck.tensors(TensorFile::Ema)?;
+        t.ema = load_module(t.ema, &ema, "", &path(TensorFile::Ema))?;
+        let opt = ck.tensors(TensorFile::Optimizer)?;
         t.opt = AdamW::from_arrays(ck.state.adam_t, &opt, &t.device.clone().inner());
         t.sampler = ck.state.step_sampler.clone();
         t.step = ck.state.step;
@@ -289,6 +296,21 @@ impl<M: DiffusionNet> Trainer<M> {
         })
     }
 
+    /// The error for a step whose loss or gradient is not finite; names the last checkpoint,
+    /// which holds finite weights (checkpoints with non-finite weights are never written).
+    fn diverged(&self, s: &StepStats) -> Error {
+        let last = checkpoint::list(&self.run_dir)
+            .ok()
+            .and_then(|v| v.last().cloned())
+            .map(|p| format!("the last checkpoint, {}, is intact", p.display()))
+            .unwrap_or_else(|| "no checkpoint was written".into());
+        Error::Invalid(format!(
+            "training diverged at step {}: loss {}, gradient norm {} (lr {}): lower train.lr or \
+             set train.grad_clip; {last}",
+            self.step, s.loss, s.grad_norm, s.lr
+        ))
+    }
+
     /// Writes a checkpoint of the current state.
     pub fn save_checkpoint(&self) -> Result<PathBuf> {
         let state = CheckpointState {
@@ -319,13 +341,7 @@ impl<M: DiffusionNet> Trainer<M> {
     pub fn write_grid(&self) -> Result<PathBuf> {
         let s = &self.cfg.sample;
         let n = s.n.min(64);
-        let opts = SampleOptions {
-            respacing: s.respacing.clone(),
-            ddim: s.ddim,
-            eta: s.eta,
-            clip_denoised: s.clip_denoised,
-            seed: s.seed,
-        };
+        let opts = SampleOptions::from_config(s);
         let shape = [self.data.channels, self.data.height, self.data.width];
         let inner = self.device.clone().inner();
         let imgs = self.ema.sample(
@@ -387,7 +403,12 @@ impl<M: DiffusionNet> Trainer<M> {
             self.run_dir.join("config.toml"),
             self.cfg.to_toml().as_bytes(),
         )?;
+        for dir in run_temp_dirs(&self.run_dir) {
+            daed_io::atomic::remove_stale_temps(&dir)?;
+        }
         let log_path = self.run_dir.join("log.jsonl");
+        rewind_jsonl(&log_path, "step", self.step)?;
+        rewind_jsonl(&self.run_dir.join("dynamics.jsonl"), "train_step", self.step)?;
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -400,8 +421,8 @@ impl<M: DiffusionNet> Trainer<M> {
         let started = Instant::now();
         while self.step < t.steps {
             let s = self.train_step()?;
-            if !s.loss.is_finite() {
-                return Err(Error::Invalid(format!("loss became {} at step {}: lower train.lr or enable train.grad_clip (the last checkpoint is intact)", s.loss, self.step)));
+            if !(s.loss.is_finite() && s.grad_norm.is_finite()) {
+                return Err(self.diverged(&s));
             }
             obs.step(self.step, s.loss);
             acc.push(s);
@@ -426,6 +447,59 @@ impl<M: DiffusionNet> Trainer<M> {
         }
         Ok(())
     }
+}
+
+/// The folders of a run where daed writes through temporary files (`NAME.tmp-PID`).
+pub fn run_temp_dirs(run_dir: &Path) -> [PathBuf; 3] {
+    [
+        run_dir.to_path_buf(),
+        run_dir.join("checkpoints"),
+        run_dir.join("samples"),
+    ]
+}
+
+/// A run resumed from step `from` writes its checkpoints from `from + 1` on: refuses when the run
+/// directory already holds a newer checkpoint, which the resumed run would overwrite or prune.
+fn refuse_newer_checkpoints(run_dir: &Path, from: u64) -> Result<()> {
+    let newer: Vec<String> = checkpoint::list(run_dir)?
+        .iter()
+        .filter(|p| checkpoint::step_of(p).is_some_and(|s| s > from))
+        .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
+        .collect();
+    if newer.is_empty() {
+        return Ok(());
+    }
+    Err(Error::ckpt(
+        run_dir,
+        format!(
+            "holds checkpoints newer than step {from} ({}): resuming from step {from} here would \
+             replace them; continue in a new run directory with --out DIR, or resume from the \
+             newest with --resume latest",
+            newer.join(", ")
+        ),
+    ))
+}
+
+/// Keeps the lines of a JSONL log whose `key` is at most `step` (what a run resumed from `step`
+/// writes again after them); lines that do not parse (a write cut by a kill) are dropped.
+fn rewind_jsonl(path: &Path, key: &str, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get(key)?.as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if kept.len() != text.len() {
+        daed_io::atomic::write_atomic(path, kept.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// `points` log-spaced steps from 1 to `total` (1-based, distinct, ascending).

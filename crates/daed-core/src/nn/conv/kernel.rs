@@ -277,14 +277,19 @@ const BACKWARD_COLUMNS: usize = 128;
 /// image alone may need more.
 const MAX_COL: usize = 16 << 20;
 
+/// The weight gradient is summed in at most this many fixed chunks of image groups (one partial
+/// `co x k` sum each), so its bits do not depend on the threads that run them.
+const DW_CHUNKS: usize = 8;
+
 /// How the batch is cut: images per GEMM (aiming at `columns` GEMM columns) and the GEMM's own
 /// parallelism. Groups are shared out over rayon's threads; with fewer images than threads, the
-/// GEMM itself runs on all of them.
+/// GEMM itself runs on all of them (gemm splits only output tiles over threads, so its sums do
+/// not depend on their number).
 fn plan(g: &Geom, columns: usize) -> (usize, gemm::Parallelism) {
     let threads = rayon::current_num_threads().max(1);
-    let per_thread = g.n.div_ceil(threads).max(1);
     let by_size = (MAX_COL / (g.k() * g.p()).max(1)).max(1);
-    let group = columns.div_ceil(g.p()).min(per_thread).min(by_size).max(1);
+    // Independent of the thread count: the group sets the weight gradient's summation order.
+    let group = columns.div_ceil(g.p()).min(by_size).max(1);
     let par = if g.n < threads && threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
@@ -527,12 +532,23 @@ pub fn backward_grouped(
         }
         s
     };
-    let dw = (0..g.n.div_ceil(group))
+    // A fixed split of the groups into contiguous chunks, each summed in order on one thread,
+    // then the chunks summed in order: the same bits on every run and at any thread count.
+    let groups = g.n.div_ceil(group);
+    let per_chunk = groups.div_ceil(groups.min(DW_CHUNKS));
+    let partial: Vec<Vec<f32>> = (0..groups.div_ceil(per_chunk))
         .into_par_iter()
-        .fold(Scratch::default, |s, i| one(s, i * group))
-        .map(|s| s.dw)
+        .map(|c| {
+            let end = ((c + 1) * per_chunk).min(groups);
+            (c * per_chunk..end)
+                .fold(Scratch::default(), |s, i| one(s, i * group))
+                .dw
+        })
+        .collect();
+    let dw = partial
+        .into_iter()
         .filter(|dw| !dw.is_empty())
-        .reduce_with(|mut a, b| {
+        .reduce(|mut a, b| {
             a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
             a
         });
@@ -743,5 +759,42 @@ mod tests {
         assert!(Geom::new([1, 3, 0, 4], [2, 3, 1, 1], [1, 1], [1, 1]).is_none());
         let g = Geom::new([2, 3, 32, 32], [8, 3, 3, 3], [2, 2], [1, 1]).unwrap();
         assert_eq!((g.ho, g.wo), (16, 16));
+    }
+    /// The weight gradient is the same bits at 1, 2 and 3 threads and on every repeat: the
+    /// images are grouped and summed in an order fixed by the shapes alone.
+    #[test]
+    fn backward_bits_do_not_depend_on_threads() {
+        let need = Need {
+            x: true,
+            weight: true,
+            bias: true,
+        };
+        for (xs, ws) in [
+            ([37, 8, 8, 8], [16, 8, 3, 3]),
+            ([6, 4, 16, 16], [8, 4, 3, 3]),
+            ([64, 8, 4, 4], [8, 8, 1, 1]),
+        ] {
+            let g = Geom::new(xs, ws, [1, 1], [ws[2] / 2, ws[3] / 2]).unwrap();
+            let x = data(g.n * g.x_len(), 3);
+            let wt = data(g.co * g.k(), 4);
+            let dy = data(g.n * g.y_len(), 5);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| backward(&g, &x, &wt, &dy, need))
+            };
+            let bits = |v: &Option<Vec<f32>>| -> Vec<u32> {
+                v.as_ref().unwrap().iter().map(|f| f.to_bits()).collect()
+            };
+            let one = run(1);
+            for threads in [2, 3, 2] {
+                let other = run(threads);
+                assert_eq!(bits(&one.weight), bits(&other.weight), "{xs:?}: dW at {threads}");
+                assert_eq!(bits(&one.x), bits(&other.x), "{xs:?}: dx at {threads}");
+                assert_eq!(bits(&one.bias), bits(&other.bias), "{xs:?}: db at {threads}");
+            }
+        }
     }
 }

@@ -1,0 +1,381 @@
+//! Reliability as a user meets it: nothing lost, no panics on bad input, the same bits every run
+//! (at any thread count), and kill -9 + resume equal to the uninterrupted run.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn cmd(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_daed"));
+    c.env(
+        "DAED_DATA",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data"),
+    )
+    .env_remove("RAYON_NUM_THREADS")
+    .args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+fn daed_env(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = cmd(args, env).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn daed(args: &[&str]) -> (bool, String) {
+    daed_env(args, &[])
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("daed-rel-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The demo preset at test size, with dropout on (the attention at 7 px is on already).
+fn config(steps: u64, every: u64, extra_train: &str) -> String {
+    include_str!("../../../configs/demo.toml")
+        .replace("steps = 600", &format!("steps = {steps}"))
+        .replace(
+            "checkpoint_every = 200",
+            &format!("checkpoint_every = {every}\n{extra_train}"),
+        )
+        .replace("log_every = 50", "log_every = 1")
+        .replace("batch_size = 32", "batch_size = 12")
+        .replace("model_channels = 16", "model_channels = 8")
+        .replace("num_heads = 2", "num_heads = 1")
+        .replace("dropout = 0.0", "dropout = 0.1")
+        .replace("respacing = \"100\"", "respacing = \"4\"")
+        .replace("n = 64", "n = 4")
+}
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let p = dir.join("cfg.toml");
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+fn train(cfg: &str, out: &Path, extra: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut args = vec!["train", "--config", cfg, "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    daed_env(&args, env)
+}
+
+fn newest(run: &Path) -> PathBuf {
+    let root = run.join("checkpoints");
+    let name = std::fs::read_to_string(root.join("latest")).unwrap();
+    root.join(name.trim())
+}
+
+fn weights(run: &Path) -> Vec<u8> {
+    let c = newest(run);
+    [
+        std::fs::read(c.join("model.safetensors")).unwrap(),
+        std::fs::read(c.join("ema.safetensors")).unwrap(),
+        std::fs::read(c.join("optimizer.safetensors")).unwrap(),
+    ]
+    .concat()
+}
+
+/// Whether every line of the run's log has a step past the one before.
+fn log_steps(run: &Path) -> Vec<u64> {
+    std::fs::read_to_string(run.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Leftovers of killed writes: names with `.tmp-` anywhere in the run.
+fn leftovers(dir: &Path) -> (usize, u64) {
+    let mut found = (0, 0);
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.file_name().unwrap().to_string_lossy().contains(".tmp-") {
+            found.0 += 1;
+            found.1 += daed_io::atomic::disk_usage(&p);
+        } else if p.is_dir() {
+            let (n, b) = leftovers(&p);
+            found = (found.0 + n, found.1 + b);
+        }
+    }
+    found
+}
+
+#[test]
+fn same_seed_same_bits_at_any_thread_count() {
+    let dir = tmp("threads");
+    let cfg = write_config(&dir, &config(6, 6, ""));
+    let mut runs = Vec::new();
+    for (i, threads) in ["", "", "1", "3"].iter().enumerate() {
+        let out = dir.join(format!("run{i}"));
+        let env: Vec<(&str, &str)> = if threads.is_empty() {
+            vec![]
+        } else {
+            vec![("RAYON_NUM_THREADS", threads)]
+        };
+        let (ok, t) = train(&cfg, &out, &[], &env);
+        assert!(ok, "{t}");
+        runs.push((threads.to_string(), weights(&out), log_steps(&out)));
+    }
+    let losses = |i: usize| std::fs::read_to_string(dir.join(format!("run{i}/log.jsonl"))).unwrap();
+    for (i, (threads, w, _)) in runs.iter().enumerate().skip(1) {
+        assert!(
+            *w == runs[0].1,
+            "run {i} (threads `{threads}`) differs from run 0 (default threads)"
+        );
+        let strip = |s: String| -> Vec<String> {
+            s.lines()
+                .map(|l| {
+                    let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                    for k in ["steps_per_sec", "elapsed_s"] {
+                        v.as_object_mut().unwrap().remove(k);
+                    }
+                    v.to_string()
+                })
+                .collect()
+        };
+        assert_eq!(strip(losses(i)), strip(losses(0)), "losses of run {i}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Kills a training run at seeded random moments, resumes each time, and checks that the end is
+/// the uninterrupted run's bits, that no checkpoint is torn, nothing is left behind, and the log
+/// has each step once.
+#[test]
+fn kill_and_resume_equals_the_uninterrupted_run() {
+    let dir = tmp("kill");
+    let steps = 24;
+    let cfg = write_config(&dir, &config(steps, 2, "keep_checkpoints = 3"));
+    let reference = dir.join("reference");
+    let (ok, t) = train(&cfg, &reference, &[], &[]);
+    assert!(ok, "{t}");
+    let run = dir.join("killed");
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let (mut kills, mut resumes, mut rounds) = (0, 0, 0);
+    let budget = Instant::now();
+    loop {
+        rounds += 1;
+        let resume = std::fs::read_dir(run.join("checkpoints")).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("step_"))
+        });
+        let mut args = vec!["train", "--config", &cfg, "--out", run.to_str().unwrap()];
+        if resume {
+            args.extend(["--resume", "latest"]);
+            resumes += 1;
+        }
+        let mut child = cmd(&args, &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let wait = Duration::from_millis(300 + rng % 1500);
+        let deadline = Instant::now() + wait;
+        let mut finished = None;
+        while Instant::now() < deadline {
+            if let Some(s) = child.try_wait().unwrap() {
+                finished = Some(s);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if kills >= 8 || budget.elapsed() > Duration::from_secs(120) {
+            let s = finished.unwrap_or_else(|| child.wait().unwrap());
+            assert!(s.success(), "the last round failed");
+            break;
+        }
+        match finished {
+            Some(s) => {
+                assert!(s.success(), "round {rounds} failed");
+                break;
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                // Every checkpoint that is visible is whole.
+                let (ok, t) = daed(&["doctor", run.to_str().unwrap()]);
+                if run.join("checkpoints").exists() {
+                    assert!(
+                        !t.contains("damaged"),
+                        "a torn checkpoint after kill {kills}: {t}"
+                    );
+                }
+                let _ = ok;
+            }
+        }
+    }
+    let before = leftovers(&run);
+    println!(
+        "fault injection: {rounds} rounds, {kills} kills, {resumes} resumes; leftovers at the \
+         end: {} entries, {} bytes",
+        before.0, before.1
+    );
+    assert_eq!(before, (0, 0), "leftovers of killed writes remain");
+    assert!(weights(&run) == weights(&reference), "the trajectory changed");
+    let logged = log_steps(&run);
+    assert_eq!(logged, (1..=steps).collect::<Vec<_>>(), "log steps");
+    let (ok, t) = daed(&["doctor", run.to_str().unwrap()]);
+    assert!(ok && t.contains("healthy"), "{t}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn resuming_an_older_checkpoint_never_deletes_newer_ones() {
+    let dir = tmp("older");
+    let cfg = write_config(&dir, &config(6, 2, "keep_checkpoints = 2"));
+    let run = dir.join("run");
+    let (ok, t) = train(&cfg, &run, &[], &[]);
+    assert!(ok, "{t}");
+    let old = run.join("checkpoints/step_00000004");
+    let newest_before = newest(&run);
+    assert!(old.is_dir() && newest_before.ends_with("step_00000006"));
+    let (ok, t) = train(&cfg, &run, &["--resume", old.to_str().unwrap()], &[]);
+    assert!(!ok && t.contains("step_00000006") && t.contains("--out"), "{t}");
+    assert!(newest(&run).join("state.json").is_file(), "latest dangles");
+    assert!(run.join("checkpoints/step_00000006").is_dir());
+    // Branching into a new directory works and leaves the old run alone.
+    let branch = dir.join("branch");
+    let (ok, t) = train(&cfg, &branch, &["--resume", old.to_str().unwrap()], &[]);
+    assert!(ok, "{t}");
+    assert!(weights(&branch) == weights(&run), "same trajectory from step 4");
+    assert!(run.join("checkpoints/step_00000006").is_dir());
+    // A latest that names a missing checkpoint is an error, not another checkpoint.
+    std::fs::write(run.join("checkpoints/latest"), "step_00000099").unwrap();
+    let (ok, t) = daed(&["sample", "--checkpoint", run.to_str().unwrap(), "--n", "1"]);
+    assert!(!ok && t.contains("step_00000099"), "{t}");
+    let (ok, t) = daed(&["doctor", run.to_str().unwrap()]);
+    assert!(!ok && t.contains("latest"), "{t}");
+    let (ok, t) = daed(&["doctor", run.to_str().unwrap(), "--repair"]);
+    assert!(ok && t.contains("healthy after repair"), "{t}");
+    assert!(newest(&run).ends_with("step_00000006"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn demo_never_overwrites_a_run() {
+    let dir = tmp("demo");
+    let cfg = write_config(&dir, &config(2, 2, ""));
+    let run = dir.join("run");
+    let (ok, t) = train(&cfg, &run, &[], &[]);
+    assert!(ok, "{t}");
+    let before = weights(&run);
+    let config_before = std::fs::read(run.join("config.toml")).unwrap();
+    let log_before = std::fs::read(run.join("log.jsonl")).unwrap();
+    let (ok, t) = daed(&["demo", "--out", run.to_str().unwrap(), "--steps", "1"]);
+    assert!(!ok && t.contains("not empty"), "{t}");
+    assert!(weights(&run) == before);
+    assert_eq!(std::fs::read(run.join("config.toml")).unwrap(), config_before);
+    assert_eq!(std::fs::read(run.join("log.jsonl")).unwrap(), log_before);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn divergence_never_leaves_a_non_finite_checkpoint() {
+    let dir = tmp("nan");
+    let cfg = config(6, 1, "").replace("lr = 2e-3", "lr = 1e308");
+    let cfg = write_config(&dir, &cfg);
+    let run = dir.join("run");
+    let (ok, t) = train(&cfg, &run, &[], &[]);
+    assert!(!ok && t.contains("diverged"), "{t}");
+    let (ok, t) = daed(&["doctor", run.to_str().unwrap()]);
+    assert!(!t.contains("damaged") && !t.contains("not finite"), "{t}");
+    let _ = ok;
+    // A checkpoint whose weights were made non-finite (checksum updated) is refused for sampling.
+    let good = config(2, 2, "");
+    let cfg = write_config(&dir, &good);
+    let run = dir.join("good");
+    let (ok, t) = train(&cfg, &run, &[], &[]);
+    assert!(ok, "{t}");
+    let ck = newest(&run);
+    let ema = ck.join("ema.safetensors");
+    let mut bytes = std::fs::read(&ema).unwrap();
+    let n = bytes.len();
+    bytes[n - 4..].copy_from_slice(&f32::NAN.to_le_bytes());
+    std::fs::write(&ema, &bytes).unwrap();
+    let state_path = ck.join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state["checksums"]["ema.safetensors"] =
+        daed_core::train::checkpoint::sha256_hex(&bytes).into();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    let (ok, t) = daed(&["sample", "--checkpoint", run.to_str().unwrap(), "--n", "2"]);
+    assert!(!ok && t.contains("not finite"), "{t}");
+    let (ok, t) = daed(&["doctor", run.to_str().unwrap()]);
+    assert!(!ok && t.contains("damaged"), "{t}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_sampling_requests_are_errors_not_panics() {
+    let dir = tmp("sample");
+    let cfg = write_config(&dir, &config(1, 1, ""));
+    let run = dir.join("run");
+    let (ok, t) = train(&cfg, &run, &[], &[]);
+    assert!(ok, "{t}");
+    let r = run.to_str().unwrap();
+    for (args, want) in [
+        (vec!["--n", "18446744073709551615"], "--n"),
+        (vec!["--n", "1000000000000"], "--n"),
+        (vec!["--eta", "NaN", "--ddim"], "eta"),
+        (vec!["--eta=-1", "--ddim"], "eta"),
+        (vec!["--steps", "100000"], "100000"),
+    ] {
+        let mut a = vec!["sample", "--checkpoint", r];
+        a.extend(args.iter());
+        let (ok, t) = daed(&a);
+        assert!(!ok && t.contains(want) && !t.contains("panicked"), "{args:?}: {t}");
+    }
+    let state_path = newest(&run).join("state.json");
+    let text = std::fs::read_to_string(&state_path).unwrap();
+    for shape in ["[1, 0, 0]", "[1, 100000, 100000]", "[7, 28, 28]"] {
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["image_shape"] = serde_json::from_str(shape).unwrap();
+        std::fs::write(&state_path, v.to_string()).unwrap();
+        let (ok, t) = daed(&["sample", "--checkpoint", r, "--n", "1"]);
+        assert!(
+            !ok && t.contains("image_shape") && !t.contains("panicked"),
+            "{shape}: {t}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_configs_are_refused_before_any_work() {
+    let dir = tmp("config");
+    for (from, to, want) in [
+        ("batch_size = 12", "batch_size = 100000000", "GiB"),
+        ("model_channels = 8", "model_channels = 100000", "unet"),
+        ("attention_resolutions = [7]", "attention_resolutions = [1000000]", "attention_resolutions"),
+        ("respacing = \"4\"", "respacing = \"bogus\"", "sample.respacing"),
+        ("lr = 2e-3", "lr = 2e-3\nweight_decay = nan", "weight_decay"),
+        ("lr = 2e-3", "lr = 2e-3\ngrad_clip = nan", "grad_clip"),
+        ("respacing = \"4\"", "respacing = \"4\"\neta = nan", "eta"),
+    ] {
+        let text = config(2, 2, "");
+        assert!(text.contains(from), "{from}");
+        let cfg = write_config(&dir, &text.replace(from, to));
+        let run = dir.join("run");
+        let (ok, t) = train(&cfg, &run, &[], &[]);
+        assert!(!ok && t.contains(want) && !t.contains("panicked"), "{to}: {t}");
+        assert!(!run.join("checkpoints").exists(), "{to}: work started");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
