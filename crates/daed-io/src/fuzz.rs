@@ -85,16 +85,18 @@ impl Rng {
 }
 
 const BYTES: [u8; 6] = [0, 0xff, 0x7f, 0x80, 1, 0xfe];
-const WORDS32: [u32; 7] = [
-    u32::MAX,
+const WORDS: [u64; 10] = [
+    u64::MAX,
+    i64::MAX as u64,
+    1 << 63,
+    1 << 32,
+    0xffff_ffff,
     0x7fff_ffff,
     0x8000_0000,
     0xffff_fffe,
     1 << 24,
-    1 << 16,
     0,
 ];
-const WORDS64: [u64; 6] = [u64::MAX, i64::MAX as u64, 1 << 63, 1 << 32, 0xffff_ffff, 0];
 
 /// Applies one random mutation to `d` (`corpus` supplies splice partners).
 fn mutate_once(d: &mut Vec<u8>, corpus: &[Vec<u8>], r: &mut Rng) {
@@ -119,23 +121,19 @@ fn mutate_once(d: &mut Vec<u8>, corpus: &[Vec<u8>], r: &mut Rng) {
             let at = r.below(len + 1);
             d.splice(at..at, chunk);
         }
-        7 if len >= 4 => {
-            let (at, v) = (r.below(len - 3), WORDS32[r.below(WORDS32.len())]);
-            let b = if r.below(2) == 0 {
-                v.to_le_bytes()
-            } else {
-                v.to_be_bytes()
-            };
-            d[at..at + 4].copy_from_slice(&b);
-        }
-        8 if len >= 8 => {
-            let (at, v) = (r.below(len - 7), WORDS64[r.below(WORDS64.len())]);
-            let b = if r.below(2) == 0 {
-                v.to_le_bytes()
-            } else {
-                v.to_be_bytes()
-            };
-            d[at..at + 8].copy_from_slice(&b);
+        op @ (7 | 8) => {
+            // A u32 or u64 field set to a huge value: the low `w` bytes of a word, LE or BE.
+            let w = if op == 7 { 4 } else { 8 };
+            if len >= w {
+                let (at, v) = (r.below(len - w + 1), WORDS[r.below(WORDS.len())]);
+                let (le, be) = (v.to_le_bytes(), v.to_be_bytes());
+                let b = if r.below(2) == 0 {
+                    &le[..w]
+                } else {
+                    &be[8 - w..]
+                };
+                d[at..at + w].copy_from_slice(b);
+            }
         }
         9 if !corpus.is_empty() => {
             let other = &corpus[r.below(corpus.len())];
