@@ -1,9 +1,10 @@
 //! Folders of PNG/JPEG images (CelebA's `img_align_celeba/`, or any user folder) -> [`ImageSet`].
 
-use crate::error::{Error, Result};
+use crate::error::{read_file, Error, Result};
 use crate::images::ImageSet;
 use image::imageops::FilterType;
-use image::{DynamicImage, ImageReader};
+use image::{DynamicImage, ImageFormat, ImageReader};
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
 /// How to turn each image file into a fixed-size array.
@@ -67,7 +68,19 @@ pub fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// True when JPEG bytes end with the end-of-image marker `FF D9`, after any trailing padding (zero
+/// bytes or ASCII whitespace). The decoder fills a JPEG cut short with gray without an error, so a
+/// truncated download would otherwise enter a dataset silently.
+pub fn has_jpeg_end(bytes: &[u8]) -> bool {
+    let end = bytes
+        .iter()
+        .rposition(|&c| c != 0 && !c.is_ascii_whitespace())
+        .map_or(0, |i| i + 1);
+    bytes[..end].ends_with(&[0xff, 0xd9])
+}
+
 /// Decodes one image file and applies crop, resize and channel conversion; returns CHW bytes and (h, w).
+/// A JPEG without its end-of-image marker (a truncated file) is refused.
 pub fn load_image_file(path: &Path, opts: &FolderOptions) -> Result<(Vec<u8>, u32, u32)> {
     if opts.channels != 1 && opts.channels != 3 {
         return Err(Error::Invalid(format!(
@@ -75,10 +88,21 @@ pub fn load_image_file(path: &Path, opts: &FolderOptions) -> Result<(Vec<u8>, u3
             opts.channels
         )));
     }
-    let reader = ImageReader::open(path)
-        .map_err(|e| Error::io(path, e))?
-        .with_guessed_format()
-        .map_err(|e| Error::io(path, e))?;
+    let bytes = read_file(path)?;
+    // The content decides the format; the extension only when the content is not recognised.
+    let format = image::guess_format(&bytes)
+        .or_else(|_| ImageFormat::from_path(path))
+        .ok();
+    if format == Some(ImageFormat::Jpeg) && !has_jpeg_end(&bytes) {
+        return Err(Error::format(
+            path,
+            "truncated JPEG: no end-of-image marker (FF D9) at the end of the file",
+        ));
+    }
+    let mut reader = ImageReader::new(Cursor::new(&bytes));
+    if let Some(f) = format {
+        reader.set_format(f);
+    }
     let mut img: DynamicImage = reader
         .decode()
         .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?;

@@ -2,7 +2,8 @@
 //!
 //! Datasets (IDX, CIFAR binary, image folders, an embedded Fashion-MNIST demo subset), downloads with
 //! checksums, numpy `.npy`/`.npz`, PyTorch `.pth` state dicts (read only), PNG image grids, PNG line
-//! plots, CSV/Markdown/JSON tables and atomic file writes. Nothing here depends on a tensor
+//! plots, CSV/Markdown/JSON tables, atomic file writes, and a small
+//! mutation fuzzer for parsers ([`fuzz`]). Nothing here depends on a tensor
 //! framework: images are plain `u8`/`f32` buffers.
 
 #![warn(missing_docs)]
@@ -14,6 +15,7 @@ pub mod error;
 pub mod fetch;
 pub mod folder;
 pub mod font;
+pub mod fuzz;
 pub mod grid;
 pub mod idx;
 pub mod images;

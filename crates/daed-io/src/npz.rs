@@ -203,6 +203,7 @@ pub fn npy_from_bytes(bytes: &[u8], origin: &Path) -> Result<NpyArray> {
             u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
             12,
         ),
+        2 | 3 => return Err(bad("truncated .npy header".into())),
         v => {
             return Err(bad(format!(
                 "unsupported .npy format version {v}.{}",
@@ -218,7 +219,8 @@ pub fn npy_from_bytes(bytes: &[u8], origin: &Path) -> Result<NpyArray> {
         std::str::from_utf8(&bytes[start..end]).map_err(|_| bad("header is not text".into()))?;
     let descr = after_key(header, "descr")
         .and_then(|r| {
-            let q = r.chars().next()?;
+            // The value must be a quoted string (an ASCII quote, so slicing after it is safe).
+            let q = r.chars().next().filter(|&c| c == '\'' || c == '"')?;
             let r = &r[1..];
             r.find(q).map(|j| &r[..j])
         })

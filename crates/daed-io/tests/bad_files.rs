@@ -4,7 +4,7 @@ mod common;
 use common::{gzip, idx_header, temp_dir};
 use daed_io::cifar::read_cifar10;
 use daed_io::datasets::{load, DatasetName, DatasetSpec};
-use daed_io::folder::{read_folder, FolderOptions};
+use daed_io::folder::{load_image_file, read_folder, FolderOptions};
 use daed_io::idx::{load_idx_pair, read_idx_images, read_idx_labels};
 use daed_io::npz::{npy_from_bytes, read_npz};
 use std::path::Path;
@@ -164,6 +164,69 @@ fn empty_folder_and_non_image() {
     )
     .unwrap();
     assert_eq!((ok.len(), ok.channels, ok.height), (2, 1, 3));
+}
+
+/// A 48x40 picture with detail in every block, so that any prefix of its file misses image data.
+fn test_picture() -> image::RgbImage {
+    image::RgbImage::from_fn(48, 40, |x, y| {
+        let n = (x * 7919 + y * 104_729) % 251;
+        image::Rgb([(x * 5) as u8, (y * 6) as u8, n as u8])
+    })
+}
+
+#[test]
+fn truncated_jpeg_is_refused() {
+    let d = temp_dir("trunc-jpeg");
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+        .encode_image(&test_picture())
+        .unwrap();
+    let whole = d.join("whole.jpg");
+    std::fs::write(&whole, &jpeg).unwrap();
+    let (px, h, w) = load_image_file(&whole, &FolderOptions::default()).unwrap();
+    assert_eq!((px.len(), h, w), (3 * 48 * 40, 40, 48));
+    // Padding after the end-of-image marker (zero bytes, a newline) is tolerated.
+    let padded = d.join("padded.jpg");
+    std::fs::write(&padded, [&jpeg[..], &[0, 0, b'\n']].concat()).unwrap();
+    load_image_file(&padded, &FolderOptions::default()).unwrap();
+
+    let cut = d.join("cut.jpg");
+    std::fs::write(&cut, &jpeg[..jpeg.len() * 6 / 10]).unwrap();
+    assert_names(
+        &err_msg(load_image_file(&cut, &FolderOptions::default())),
+        &cut,
+        &["truncated JPEG", "end-of-image"],
+    );
+    // Nor does a folder holding it load, whatever the extension says.
+    let f = d.join("folder");
+    std::fs::create_dir_all(&f).unwrap();
+    std::fs::write(f.join("a.jpg"), &jpeg).unwrap();
+    std::fs::write(f.join("b.png"), &jpeg[..jpeg.len() * 6 / 10]).unwrap();
+    assert_names(
+        &err_msg(read_folder(&f, &FolderOptions::default())),
+        &f.join("b.png"),
+        &["truncated JPEG"],
+    );
+    std::fs::remove_file(f.join("b.png")).unwrap();
+    assert_eq!(read_folder(&f, &FolderOptions::default()).unwrap().len(), 1);
+}
+
+#[test]
+fn truncated_png_is_refused() {
+    let d = temp_dir("trunc-png");
+    let whole = d.join("whole.png");
+    test_picture().save(&whole).unwrap();
+    load_image_file(&whole, &FolderOptions::default()).unwrap();
+    let png = std::fs::read(&whole).unwrap();
+    for keep in [png.len() * 6 / 10, png.len() - 12, 20] {
+        let cut = d.join(format!("cut-{keep}.png"));
+        std::fs::write(&cut, &png[..keep]).unwrap();
+        assert_names(
+            &err_msg(load_image_file(&cut, &FolderOptions::default())),
+            &cut,
+            &["decode"],
+        );
+    }
 }
 
 #[test]
