@@ -153,19 +153,25 @@ fn same_seed_same_bits_at_any_thread_count() {
 
 /// Kills a training run at seeded random moments, resumes each time, and checks that the end is
 /// the uninterrupted run's bits, that no checkpoint is torn, nothing is left behind, and the log
-/// has each step once.
+/// has each step once. DAED_FAULT_STEPS (default 60) makes the run longer.
 #[test]
 fn kill_and_resume_equals_the_uninterrupted_run() {
     let dir = tmp("kill");
-    let steps = 24;
-    let cfg = write_config(&dir, &config(steps, 2, "keep_checkpoints = 3"));
+    let steps = std::env::var("DAED_FAULT_STEPS").map_or(60, |v| v.parse().expect("steps"));
+    let cfg = write_config(&dir, &config(steps, 3, "keep_checkpoints = 3"));
     let reference = dir.join("reference");
     let (ok, t) = train(&cfg, &reference, &[], &[]);
     assert!(ok, "{t}");
     let run = dir.join("killed");
     let mut rng = 0x9E37_79B9_7F4A_7C15u64;
     let (mut kills, mut resumes, mut rounds) = (0, 0, 0);
+    // Leftovers of killed writes seen right after the kills (cleaned by the next run).
+    let (mut left_max, mut left_bytes) = (0, 0u64);
     let budget = Instant::now();
+    // Longer runs: DAED_FAULT_KILLS (default 12) and DAED_FAULT_SECS (default 150).
+    let env = |k: &str, d: u64| std::env::var(k).map_or(d, |v| v.parse().expect(k));
+    let max_kills = env("DAED_FAULT_KILLS", 12);
+    let max_time = Duration::from_secs(env("DAED_FAULT_SECS", 150));
     loop {
         rounds += 1;
         let resume = std::fs::read_dir(run.join("checkpoints")).is_ok_and(|rd| {
@@ -185,7 +191,7 @@ fn kill_and_resume_equals_the_uninterrupted_run() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let wait = Duration::from_millis(300 + rng % 1500);
+        let wait = Duration::from_millis(150 + rng % 1200);
         let deadline = Instant::now() + wait;
         let mut finished = None;
         while Instant::now() < deadline {
@@ -195,7 +201,7 @@ fn kill_and_resume_equals_the_uninterrupted_run() {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        if kills >= 8 || budget.elapsed() > Duration::from_secs(120) {
+        if kills >= max_kills || budget.elapsed() > max_time {
             let s = finished.unwrap_or_else(|| child.wait().unwrap());
             assert!(s.success(), "the last round failed");
             break;
@@ -209,6 +215,9 @@ fn kill_and_resume_equals_the_uninterrupted_run() {
                 child.kill().unwrap();
                 child.wait().unwrap();
                 kills += 1;
+                let (n, bytes) = leftovers(&run);
+                left_max = left_max.max(n);
+                left_bytes += bytes;
                 // Every checkpoint that is visible is whole.
                 let (ok, t) = daed(&["doctor", run.to_str().unwrap()]);
                 if run.join("checkpoints").exists() {
@@ -223,12 +232,16 @@ fn kill_and_resume_equals_the_uninterrupted_run() {
     }
     let before = leftovers(&run);
     println!(
-        "fault injection: {rounds} rounds, {kills} kills, {resumes} resumes; leftovers at the \
-         end: {} entries, {} bytes",
+        "fault injection: {rounds} rounds, {kills} kills, {resumes} resumes; right after the \
+         kills at most {left_max} leftover(s), {left_bytes} bytes in all; at the end: {} entries, \
+         {} bytes",
         before.0, before.1
     );
     assert_eq!(before, (0, 0), "leftovers of killed writes remain");
-    assert!(weights(&run) == weights(&reference), "the trajectory changed");
+    assert!(
+        weights(&run) == weights(&reference),
+        "the trajectory changed"
+    );
     let logged = log_steps(&run);
     assert_eq!(logged, (1..=steps).collect::<Vec<_>>(), "log steps");
     let (ok, t) = daed(&["doctor", run.to_str().unwrap()]);
@@ -247,14 +260,20 @@ fn resuming_an_older_checkpoint_never_deletes_newer_ones() {
     let newest_before = newest(&run);
     assert!(old.is_dir() && newest_before.ends_with("step_00000006"));
     let (ok, t) = train(&cfg, &run, &["--resume", old.to_str().unwrap()], &[]);
-    assert!(!ok && t.contains("step_00000006") && t.contains("--out"), "{t}");
+    assert!(
+        !ok && t.contains("step_00000006") && t.contains("--out"),
+        "{t}"
+    );
     assert!(newest(&run).join("state.json").is_file(), "latest dangles");
     assert!(run.join("checkpoints/step_00000006").is_dir());
     // Branching into a new directory works and leaves the old run alone.
     let branch = dir.join("branch");
     let (ok, t) = train(&cfg, &branch, &["--resume", old.to_str().unwrap()], &[]);
     assert!(ok, "{t}");
-    assert!(weights(&branch) == weights(&run), "same trajectory from step 4");
+    assert!(
+        weights(&branch) == weights(&run),
+        "same trajectory from step 4"
+    );
     assert!(run.join("checkpoints/step_00000006").is_dir());
     // A latest that names a missing checkpoint is an error, not another checkpoint.
     std::fs::write(run.join("checkpoints/latest"), "step_00000099").unwrap();
@@ -281,7 +300,10 @@ fn demo_never_overwrites_a_run() {
     let (ok, t) = daed(&["demo", "--out", run.to_str().unwrap(), "--steps", "1"]);
     assert!(!ok && t.contains("not empty"), "{t}");
     assert!(weights(&run) == before);
-    assert_eq!(std::fs::read(run.join("config.toml")).unwrap(), config_before);
+    assert_eq!(
+        std::fs::read(run.join("config.toml")).unwrap(),
+        config_before
+    );
     assert_eq!(std::fs::read(run.join("log.jsonl")).unwrap(), log_before);
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -312,8 +334,7 @@ fn divergence_never_leaves_a_non_finite_checkpoint() {
     let state_path = ck.join("state.json");
     let mut state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
-    state["checksums"]["ema.safetensors"] =
-        daed_core::train::checkpoint::sha256_hex(&bytes).into();
+    state["checksums"]["ema.safetensors"] = daed_core::train::checkpoint::sha256_hex(&bytes).into();
     std::fs::write(&state_path, state.to_string()).unwrap();
     let (ok, t) = daed(&["sample", "--checkpoint", run.to_str().unwrap(), "--n", "2"]);
     assert!(!ok && t.contains("not finite"), "{t}");
@@ -340,7 +361,10 @@ fn bad_sampling_requests_are_errors_not_panics() {
         let mut a = vec!["sample", "--checkpoint", r];
         a.extend(args.iter());
         let (ok, t) = daed(&a);
-        assert!(!ok && t.contains(want) && !t.contains("panicked"), "{args:?}: {t}");
+        assert!(
+            !ok && t.contains(want) && !t.contains("panicked"),
+            "{args:?}: {t}"
+        );
     }
     let state_path = newest(&run).join("state.json");
     let text = std::fs::read_to_string(&state_path).unwrap();
@@ -363,8 +387,16 @@ fn bad_configs_are_refused_before_any_work() {
     for (from, to, want) in [
         ("batch_size = 12", "batch_size = 100000000", "GiB"),
         ("model_channels = 8", "model_channels = 100000", "unet"),
-        ("attention_resolutions = [7]", "attention_resolutions = [1000000]", "attention_resolutions"),
-        ("respacing = \"4\"", "respacing = \"bogus\"", "sample.respacing"),
+        (
+            "attention_resolutions = [7]",
+            "attention_resolutions = [1000000]",
+            "attention_resolutions",
+        ),
+        (
+            "respacing = \"4\"",
+            "respacing = \"bogus\"",
+            "sample.respacing",
+        ),
         ("lr = 2e-3", "lr = 2e-3\nweight_decay = nan", "weight_decay"),
         ("lr = 2e-3", "lr = 2e-3\ngrad_clip = nan", "grad_clip"),
         ("respacing = \"4\"", "respacing = \"4\"\neta = nan", "eta"),
@@ -374,8 +406,108 @@ fn bad_configs_are_refused_before_any_work() {
         let cfg = write_config(&dir, &text.replace(from, to));
         let run = dir.join("run");
         let (ok, t) = train(&cfg, &run, &[], &[]);
-        assert!(!ok && t.contains(want) && !t.contains("panicked"), "{to}: {t}");
+        assert!(
+            !ok && t.contains(want) && !t.contains("panicked"),
+            "{to}: {t}"
+        );
         assert!(!run.join("checkpoints").exists(), "{to}: work started");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn write_images(path: &Path, n: usize, side: usize, channels: usize) {
+    use daed_io::npz::{write_npz, NpyArray, NpyData};
+    let px: Vec<u8> = (0..n * side * side * channels)
+        .map(|i| (i * 37 % 251) as u8)
+        .collect();
+    let a = NpyArray {
+        shape: vec![n, side, side, channels],
+        data: NpyData::U8(px),
+    };
+    write_npz(path, &[("arr_0", &a)]).unwrap();
+}
+
+#[test]
+fn eval_refuses_mismatched_or_unusable_sets_before_any_feature() {
+    let dir = tmp("eval");
+    let one = dir.join("one.npz");
+    let grey = dir.join("grey.npz");
+    let colour = dir.join("colour.npz");
+    write_images(&one, 1, 28, 1);
+    write_images(&grey, 6, 28, 1);
+    write_images(&colour, 6, 32, 3);
+    let out = dir.join("out");
+    let eval = |s: &Path, r: &Path, out: &Path, extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "--samples",
+            s.to_str().unwrap(),
+            "--reference",
+            r.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--inception",
+            "/no/such/weights.safetensors",
+        ];
+        a.extend_from_slice(extra);
+        daed(&a)
+    };
+    // Each refusal comes before the Inception weights are even opened.
+    let (ok, t) = eval(&one, &grey, &out, &[]);
+    assert!(
+        !ok && t.contains("at least 2") && !t.contains("weights"),
+        "{t}"
+    );
+    let (ok, t) = eval(&grey, &colour, &out, &[]);
+    assert!(
+        !ok && t.contains("--allow-resize") && !t.contains("weights"),
+        "{t}"
+    );
+    let (ok, t) = eval(
+        &grey,
+        &colour,
+        &out,
+        &["--allow-resize", "--metrics", "fid"],
+    );
+    assert!(
+        !ok && !t.contains("--allow-resize") && t.contains("weights"),
+        "{t}"
+    );
+    assert!(t.contains("resized"), "the note says what was resized: {t}");
+    let blocked = dir.join("a-file");
+    std::fs::write(&blocked, b"").unwrap();
+    let (ok, t) = eval(&grey, &grey, &blocked.join("out"), &[]);
+    assert!(!ok && t.contains("a-file") && !t.contains("weights"), "{t}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// What a write killed mid-way leaves (a temporary checkpoint folder, a temporary `latest`, a
+/// temporary log) is reported by the doctor and cleaned by the next run; nothing else is touched.
+#[test]
+fn leftovers_of_killed_writes_are_found_and_cleaned() {
+    let dir = tmp("leftovers");
+    let cfg = write_config(&dir, &config(4, 2, ""));
+    let run = dir.join("run");
+    let (ok, t) = train(&cfg, &run, &[], &[]);
+    assert!(ok, "{t}");
+    // PIDs above the kernel's maximum (4194304) never run.
+    let torn = run.join("checkpoints/.step_00000006.tmp-4194399");
+    std::fs::create_dir_all(&torn).unwrap();
+    std::fs::write(torn.join("model.safetensors"), vec![7u8; 1000]).unwrap();
+    std::fs::write(run.join("checkpoints/latest.tmp-4194399"), "step_0000").unwrap();
+    std::fs::write(run.join("log.jsonl.tmp-4194399"), "{").unwrap();
+    let (ok, t) = daed(&["doctor", run.to_str().unwrap()]);
+    assert!(
+        !ok && t.contains("3 leftover(s)") && t.contains("1010 bytes"),
+        "{t}"
+    );
+    assert!(torn.exists(), "the doctor changes nothing unless asked");
+    let cfg6 = write_config(&dir, &config(6, 2, ""));
+    let (ok, t) = train(&cfg6, &run, &["--resume", "latest"], &[]);
+    assert!(ok, "{t}");
+    assert_eq!(leftovers(&run), (0, 0));
+    assert!(run.join("checkpoints/step_00000006/state.json").is_file());
+    let (ok, t) = daed(&["doctor", run.to_str().unwrap()]);
+    assert!(ok && t.contains("healthy"), "{t}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -300,7 +300,10 @@ impl ExperimentConfig {
                 origin: origin.into(),
                 msg,
             },
-            other => other,
+            other => Error::Config {
+                origin: origin.into(),
+                msg: other.to_string(),
+            },
         })?;
         Ok(cfg)
     }
@@ -381,7 +384,8 @@ impl ExperimentConfig {
         }
         self.data
             .dataset
-            .parse::<daed_io::datasets::DatasetName>()?;
+            .parse::<daed_io::datasets::DatasetName>()
+            .map_err(|e| Error::Invalid(format!("data.dataset: {e}")))?;
         Ok(())
     }
 }

@@ -217,7 +217,8 @@ impl DiffusionNet for DaedNets {
             self.generator,
             &arrays,
             "",
-            &ck.dir.join(crate::train::checkpoint::TensorFile::Ema.name()),
+            &ck.dir
+                .join(crate::train::checkpoint::TensorFile::Ema.name()),
         )?;
         Ok(self)
     }

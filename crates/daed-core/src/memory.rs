@@ -30,7 +30,11 @@ fn mul(a: u64, b: u64) -> Option<u64> {
 fn res_block(cin: u64, cout: u64, emb: u64, scale_shift: bool, side: u64) -> Option<Footprint> {
     let emb_out = if scale_shift { 2 * cout } else { cout };
     let convs = mul(mul(cin, cout)?, 9)?.checked_add(mul(mul(cout, cout)?, 9)?)?;
-    let skip = if cin != cout { mul(cin, cout)? + cout } else { 0 };
+    let skip = if cin != cout {
+        mul(cin, cout)? + cout
+    } else {
+        0
+    };
     let params = convs
         .checked_add(mul(emb, emb_out)?)?
         .checked_add(skip + 2 * cin + 4 * cout + emb_out)?;
@@ -64,7 +68,12 @@ fn add(a: Footprint, b: Footprint) -> Option<Footprint> {
 
 /// The footprint of the U-Net that `cfg` builds for `channels` x `size` x `size` images with
 /// `out_channels` outputs; `None` when it is too large to count in 64 bits.
-pub fn unet(cfg: &UNetConfig, channels: usize, size: usize, out_channels: usize) -> Option<Footprint> {
+pub fn unet(
+    cfg: &UNetConfig,
+    channels: usize,
+    size: usize,
+    out_channels: usize,
+) -> Option<Footprint> {
     let mc = cfg.model_channels as u64;
     let emb = mul(4, mc)?;
     let heads = cfg.num_heads as u64;
@@ -161,7 +170,12 @@ pub fn training_bytes(cfg: &ExperimentConfig, shape: [usize; 3]) -> Option<u64> 
 
 /// Bytes drawing `n` images in batches of `batch` needs, roughly: the weights, the images kept
 /// until the end, and one batch's forward pass.
-pub fn sampling_bytes(cfg: &ExperimentConfig, shape: [usize; 3], n: usize, batch: usize) -> Option<u64> {
+pub fn sampling_bytes(
+    cfg: &ExperimentConfig,
+    shape: [usize; 3],
+    n: usize,
+    batch: usize,
+) -> Option<u64> {
     let f = networks(cfg, shape)?;
     let image = mul(mul(shape[0] as u64, shape[1] as u64)?, shape[2] as u64)?;
     let batch = batch.min(n) as u64;
@@ -207,8 +221,17 @@ pub fn check_fits(what: &str, need: Option<u64>, hint: &str) -> Result<()> {
     }
 }
 
-/// [`check_fits`] for training `cfg` on `shape` images.
+/// [`check_fits`] for training `cfg` on `shape` images (on the CPU; a GPU holds the
+/// activations in its own memory, so there only the host's copies are counted).
 pub fn check_training(cfg: &ExperimentConfig, shape: [usize; 3]) -> Result<()> {
+    if cfg.device.starts_with("cuda") {
+        let params = networks(cfg, shape).and_then(|f| mul(f.params, 16));
+        return check_fits(
+            "the model's host copies",
+            params,
+            "shrink the network (unet.*)",
+        );
+    }
     check_fits(
         "training",
         training_bytes(cfg, shape),
@@ -217,7 +240,12 @@ pub fn check_training(cfg: &ExperimentConfig, shape: [usize; 3]) -> Result<()> {
 }
 
 /// [`check_fits`] for sampling `n` images in batches of `batch`.
-pub fn check_sampling(cfg: &ExperimentConfig, shape: [usize; 3], n: usize, batch: usize) -> Result<()> {
+pub fn check_sampling(
+    cfg: &ExperimentConfig,
+    shape: [usize; 3],
+    n: usize,
+    batch: usize,
+) -> Result<()> {
     check_fits(
         &format!("sampling {n} images"),
         sampling_bytes(cfg, shape, n, batch),
@@ -251,6 +279,34 @@ mod tests {
             let net = UNet::new(&cfg, ch, size, 2 * ch, &device).unwrap();
             let f = unet(&cfg, ch, size, 2 * ch).unwrap();
             assert_eq!(f.params, net.num_params() as u64, "mc {mc}, size {size}");
+        }
+    }
+
+    fn shipped(name: &str) -> ExperimentConfig {
+        let p = format!("{}/../../configs/{name}", env!("CARGO_MANIFEST_DIR"));
+        ExperimentConfig::load(std::path::Path::new(&p)).unwrap()
+    }
+
+    /// The estimates against peaks measured with `daed bench` (docs/performance.md: Fashion-MNIST
+    /// batch 128 in micro-batches of 32, 3,963 MiB; CIFAR-10 batch 32, 3,586 MiB): rough, but
+    /// within a factor of 2 either way, so a run that fits is not refused.
+    #[test]
+    fn estimates_are_within_a_factor_of_two_of_measured_peaks() {
+        let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+        let f = shipped("fashion_mnist_ddgm_simple.toml");
+        let mut c = shipped("cifar10_ddgm_simple.toml");
+        c.train.batch_size = 32;
+        for (cfg, shape, measured) in [(f, [1, 28, 28], 3963.0), (c, [3, 32, 32], 3586.0)] {
+            let est = mib(training_bytes(&cfg, shape).unwrap());
+            println!(
+                "{}: estimate {est:.0} MiB, measured {measured} MiB",
+                cfg.name
+            );
+            assert!(
+                est > measured / 2.0 && est < measured * 2.0,
+                "{}: {est}",
+                cfg.name
+            );
         }
     }
 

@@ -33,7 +33,9 @@ fn checkpoint_round_trip_and_exact_resume() {
     assert_eq!(ck.dir, ck_dir);
     assert_eq!(ck.state.step, 3);
     let (net, _) = ck.load_unet(true, &Device::default()).unwrap();
-    let saved = ck.tensors(daed_core::train::checkpoint::TensorFile::Ema).unwrap();
+    let saved = ck
+        .tensors(daed_core::train::checkpoint::TensorFile::Ema)
+        .unwrap();
     assert_eq!(module_arrays(&net, "").unwrap(), saved);
 
     // Resume gives the same losses as the uninterrupted run.

@@ -125,7 +125,11 @@ pub fn disk_usage(path: &Path) -> u64 {
         return md.len();
     }
     std::fs::read_dir(path)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| disk_usage(&e.path())).sum())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| disk_usage(&e.path()))
+                .sum()
+        })
         .unwrap_or(0)
 }
 

@@ -63,6 +63,29 @@ impl StepSampler {
         }
     }
 
+    /// Checks a sampler read from a file against a process of `steps` steps: the kind's
+    /// weights or history for each step, every value finite and the weights non-negative with a
+    /// positive sum.
+    pub fn check(&self, steps: usize) -> Result<(), String> {
+        let lsm = self.kind == StepSamplerKind::LossSecondMoment;
+        if self.weights.len() != steps || (lsm && self.history.len() != steps) {
+            return Err(format!(
+                "step sampler state has {} weights and {} histories for {steps} steps",
+                self.weights.len(),
+                self.history.len()
+            ));
+        }
+        let finite = |v: &f64| v.is_finite();
+        let sum: f64 = self.weights.iter().sum();
+        if !self.weights.iter().all(|w| finite(w) && *w >= 0.0) || sum <= 0.0 || sum.is_nan() {
+            return Err("step sampler weights must be finite, >= 0, and not all 0".into());
+        }
+        if !self.history.iter().flatten().all(finite) {
+            return Err("step sampler loss history holds non-finite values".into());
+        }
+        Ok(())
+    }
+
     /// The current probabilities p_t.
     pub fn probabilities(&self) -> Vec<f64> {
         let w: Vec<f64> = if self.kind == StepSamplerKind::LossSecondMoment {

@@ -91,10 +91,12 @@ impl MetricSet {
             return bad("samples: must be images, not a statistics file".into());
         }
         if reference.stats_only && self.needs_features() {
-            return bad("precision/recall and PRD need per-image features of both sets; the \
+            return bad(
+                "precision/recall and PRD need per-image features of both sets; the \
                  reference is a statistics file (mean and covariance only): pass the reference \
                  images instead"
-                .into());
+                    .into(),
+            );
         }
         for (what, s) in [("samples", samples), ("reference", reference)] {
             if (self.fid || self.sfid) && s.n < 2 {
@@ -131,9 +133,8 @@ pub fn check_shapes(
     if samples == reference {
         return Ok(None);
     }
-    let show = |[c, h, w]: [usize; 3]| {
-        format!("{h}x{w} {}", if c == 1 { "grey" } else { "colour" })
-    };
+    let show =
+        |[c, h, w]: [usize; 3]| format!("{h}x{w} {}", if c == 1 { "grey" } else { "colour" });
     let (a, b) = (show(samples), show(reference));
     if !allow_resize {
         return Err(Error::Invalid(format!(

@@ -95,6 +95,14 @@ impl UNetConfig {
         // (integer division). As there, an entry may match no level (the paper's [16, 8] at 28
         // px gives factors 1 and 3); but one larger than the image, or a list where no entry
         // matches, is a mistake.
+        let deepest = mults.len() - 1;
+        if deepest >= usize::BITS as usize || image_size >> deepest == 0 {
+            return bad(format!(
+                "channel_mult has {} levels: too many for {image_size}-px images (each level \
+                 halves the size)",
+                mults.len()
+            ));
+        }
         let levels: Vec<usize> = (0..mults.len()).map(|l| 1 << l).collect();
         let sizes: Vec<usize> = levels.iter().map(|ds| image_size / ds).collect();
         if let Some(r) = self.attention_resolutions.iter().find(|&&r| r > image_size) {

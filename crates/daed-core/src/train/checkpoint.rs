@@ -29,7 +29,8 @@ pub struct CheckpointState {
     pub image_shape: [usize; 3],
     /// The full experiment config (TOML).
     pub config_toml: String,
-    /// The RNG state: every draw is keyed by (seed, step), so the seed is the state.
+    /// The RNG state: every draw is keyed by (seed, step), so the seed is the state (checked
+    /// against the config's `train.seed` when read).
     pub seed: u64,
     /// AdamW's update count.
     pub adam_t: u64,
@@ -37,6 +38,45 @@ pub struct CheckpointState {
     pub step_sampler: StepSampler,
     /// SHA-256 of each tensor file.
     pub checksums: BTreeMap<String, String>,
+}
+
+impl CheckpointState {
+    /// Parses and checks a `state.json` read from `path` (named in errors); returns the state
+    /// and its config.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<(Self, ExperimentConfig)> {
+        let state: CheckpointState = serde_json::from_slice(bytes)
+            .map_err(|e| Error::ckpt(path, format!("bad state.json: {e}")))?;
+        if state.format_version != FORMAT_VERSION {
+            return Err(Error::ckpt(
+                path,
+                format!(
+                    "format version {} (this daed reads {FORMAT_VERSION})",
+                    state.format_version
+                ),
+            ));
+        }
+        let config = ExperimentConfig::from_toml(&state.config_toml, &path.display().to_string())?;
+        if state.model_kind != config.model.to_string() {
+            return Err(Error::ckpt(
+                path,
+                format!(
+                    "model_kind `{}` disagrees with its config's model `{}`",
+                    state.model_kind, config.model
+                ),
+            ));
+        }
+        if state.seed != config.train.seed {
+            return Err(Error::ckpt(
+                path,
+                format!(
+                    "seed {} disagrees with its config's train.seed {}",
+                    state.seed, config.train.seed
+                ),
+            ));
+        }
+        check_image_shape(state.image_shape).map_err(|m| Error::ckpt(path, m))?;
+        Ok((state, config))
+    }
 }
 
 /// A loaded checkpoint.
@@ -243,7 +283,7 @@ pub fn resolve(path: &Path) -> Result<PathBuf> {
         .ok_or_else(|| {
             Error::ckpt(
                 path,
-                "not a checkpoint (no state.json) and no complete checkpoint in checkpoints/",
+                "not a checkpoint (no state.json) and no checkpoints inside (none complete in checkpoints/)",
             )
         })
 }
@@ -254,28 +294,7 @@ impl Checkpoint {
         let dir = resolve(path)?;
         let sp = dir.join("state.json");
         let bytes = std::fs::read(&sp).map_err(|e| Error::io(&sp, e))?;
-        let state: CheckpointState = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::ckpt(&sp, format!("bad state.json: {e}")))?;
-        if state.format_version != FORMAT_VERSION {
-            return Err(Error::ckpt(
-                &sp,
-                format!(
-                    "format version {} (this daed reads {FORMAT_VERSION})",
-                    state.format_version
-                ),
-            ));
-        }
-        let config = ExperimentConfig::from_toml(&state.config_toml, &sp.display().to_string())?;
-        if state.model_kind != config.model.to_string() {
-            return Err(Error::ckpt(
-                &sp,
-                format!(
-                    "model_kind `{}` disagrees with its config's model `{}`",
-                    state.model_kind, config.model
-                ),
-            ));
-        }
-        check_image_shape(state.image_shape).map_err(|m| Error::ckpt(&sp, m))?;
+        let (state, config) = CheckpointState::parse(&bytes, &sp)?;
         Ok(Self { dir, state, config })
     }
 

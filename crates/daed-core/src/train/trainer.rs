@@ -171,7 +171,17 @@ impl<M: DiffusionNet> Trainer<M> {
         t.ema = load_module(t.ema, &ema, "", &path(TensorFile::Ema))?;
         let opt = ck.tensors(TensorFile::Optimizer)?;
         t.opt = AdamW::from_arrays(ck.state.adam_t, &opt, &t.device.clone().inner());
-        t.sampler = ck.state.step_sampler.clone();
+        let sampler = &ck.state.step_sampler;
+        if sampler.kind != t.sampler.kind {
+            return Err(Error::ckpt(
+                &ck.dir,
+                "its step sampler differs from the config's [diffusion] step_sampler",
+            ));
+        }
+        sampler
+            .check(t.diffusion.num_steps())
+            .map_err(|m| Error::ckpt(&ck.dir, m))?;
+        t.sampler = sampler.clone();
         t.step = ck.state.step;
         Ok(t)
     }
@@ -408,7 +418,11 @@ impl<M: DiffusionNet> Trainer<M> {
         }
         let log_path = self.run_dir.join("log.jsonl");
         rewind_jsonl(&log_path, "step", self.step)?;
-        rewind_jsonl(&self.run_dir.join("dynamics.jsonl"), "train_step", self.step)?;
+        rewind_jsonl(
+            &self.run_dir.join("dynamics.jsonl"),
+            "train_step",
+            self.step,
+        )?;
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -791,9 +791,17 @@ mod tests {
             let one = run(1);
             for threads in [2, 3, 2] {
                 let other = run(threads);
-                assert_eq!(bits(&one.weight), bits(&other.weight), "{xs:?}: dW at {threads}");
+                assert_eq!(
+                    bits(&one.weight),
+                    bits(&other.weight),
+                    "{xs:?}: dW at {threads}"
+                );
                 assert_eq!(bits(&one.x), bits(&other.x), "{xs:?}: dx at {threads}");
-                assert_eq!(bits(&one.bias), bits(&other.bias), "{xs:?}: db at {threads}");
+                assert_eq!(
+                    bits(&one.bias),
+                    bits(&other.bias),
+                    "{xs:?}: db at {threads}"
+                );
             }
         }
     }
