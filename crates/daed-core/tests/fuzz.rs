@@ -12,31 +12,11 @@ use daed_core::config::ExperimentConfig;
 use daed_core::diffusion::step_sampler::{StepSampler, StepSamplerKind};
 use daed_core::tensor_io::{parse_safetensors, safetensors_bytes, NamedArray};
 use daed_core::train::checkpoint::{CheckpointState, FORMAT_VERSION};
-use daed_io::fuzz::{fuzz, Budget};
 
 const ORIGIN: &str = "fuzz-input.bin";
 
 fn run(parser: &str, seeds: &[Vec<u8>], parse: impl Fn(&[u8]) + RefUnwindSafe) {
-    let env = |k: &str| std::env::var(k).ok();
-    let secs: f64 = env("DAED_FUZZ_SECS").map_or(1.0, |s| s.parse().expect("DAED_FUZZ_SECS"));
-    let seed: u64 = env("DAED_FUZZ_SEED").map_or(0xdaed, |s| s.parse().expect("DAED_FUZZ_SEED"));
-    let r = fuzz(seeds, Budget::secs(secs), seed, parse);
-    println!(
-        "fuzz {parser}: {} inputs in {secs} s (seed {seed}, {} seeds), {} panics",
-        r.inputs_run,
-        seeds.len(),
-        r.panics.len()
-    );
-    for p in &r.panics {
-        eprintln!(
-            "PANIC at iteration {} ({} bytes): {}\n  input: {:?}",
-            p.iteration,
-            p.input.len(),
-            p.message,
-            String::from_utf8_lossy(&p.input[..p.input.len().min(200)])
-        );
-    }
-    assert!(r.panics.is_empty(), "{parser}: inputs panicked");
+    daed_io::fuzz::check(parser, seeds, parse);
 }
 
 /// Fails (a finding) when `r` is an error that does not name the input's file.

@@ -223,6 +223,55 @@ pub fn fuzz(
     report
 }
 
+fn hex(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The test-suite form of [`fuzz`]: fuzzes `parse` on `seeds` for `DAED_FUZZ_SECS` seconds (default
+/// 1; seed `DAED_FUZZ_SEED`, default 0xdaed) and fails, printing each panicking
+/// input's hex prefix (the whole input is saved to a temporary file), if any input panics.
+pub fn check(parser: &str, seeds: &[Vec<u8>], parse: impl Fn(&[u8]) + RefUnwindSafe) {
+    let secs: f64 = std::env::var("DAED_FUZZ_SECS")
+        .ok()
+        .map(|s| {
+            s.parse()
+                .expect("DAED_FUZZ_SECS must be a number of seconds")
+        })
+        .unwrap_or(1.0);
+    let seed: u64 = std::env::var("DAED_FUZZ_SEED")
+        .ok()
+        .map(|s| s.parse().expect("DAED_FUZZ_SEED must be an integer"))
+        .unwrap_or(0xdaed);
+    let r = fuzz(seeds, Budget::secs(secs), seed, parse);
+    println!(
+        "fuzz {parser}: {} inputs in {secs} s (seed {seed}, {} seeds), {} panics; slowest input #{} took {:.1} ms",
+        r.inputs_run,
+        seeds.len(),
+        r.panics.len(),
+        r.slowest.0,
+        r.slowest.1.as_secs_f64() * 1e3
+    );
+    if r.panics.is_empty() {
+        return;
+    }
+    for p in &r.panics {
+        let file = std::env::temp_dir().join(format!("daed-fuzz-{parser}-{}.bin", p.iteration));
+        let _ = std::fs::write(&file, &p.input);
+        eprintln!(
+            "PANIC at iteration {} ({} bytes, saved to {}): {}\n  hex prefix: {}",
+            p.iteration,
+            p.input.len(),
+            file.display(),
+            p.message,
+            hex(&p.input[..p.input.len().min(96)])
+        );
+    }
+    panic!("{parser}: {} inputs panicked (see above)", r.panics.len());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

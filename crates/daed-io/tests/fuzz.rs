@@ -10,7 +10,7 @@ mod common;
 use common::{gzip, idx_header, temp_dir};
 use daed_io::cifar::{read_cifar_from_bytes, CifarKind};
 use daed_io::folder::{load_image_file, FolderOptions};
-use daed_io::fuzz::{fuzz, Budget};
+
 use daed_io::idx::{
     load_idx_pair_from_bytes, maybe_gunzip, read_idx_images_from_bytes, read_idx_labels_from_bytes,
 };
@@ -54,52 +54,9 @@ fn named<T>(r: daed_io::Result<T>, name: &str) -> Option<T> {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter()
-        .map(|x| format!("{x:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Fuzzes `parse` on `seeds` for `DAED_FUZZ_SECS` seconds and fails, printing each panicking
-/// input's hex prefix (the whole input is saved to a temporary file), if any input panics.
+/// Fuzzes `parse` on `seeds` (see [`daed_io::fuzz::check`]).
 fn run(parser: &str, seeds: &[Vec<u8>], parse: impl Fn(&[u8]) + RefUnwindSafe) {
-    let secs: f64 = std::env::var("DAED_FUZZ_SECS")
-        .ok()
-        .map(|s| {
-            s.parse()
-                .expect("DAED_FUZZ_SECS must be a number of seconds")
-        })
-        .unwrap_or(1.0);
-    let seed: u64 = std::env::var("DAED_FUZZ_SEED")
-        .ok()
-        .map(|s| s.parse().expect("DAED_FUZZ_SEED must be an integer"))
-        .unwrap_or(0xdaed);
-    let r = fuzz(seeds, Budget::secs(secs), seed, parse);
-    println!(
-        "fuzz {parser}: {} inputs in {secs} s (seed {seed}, {} seeds), {} panics; slowest input #{} took {:.1} ms",
-        r.inputs_run,
-        seeds.len(),
-        r.panics.len(),
-        r.slowest.0,
-        r.slowest.1.as_secs_f64() * 1e3
-    );
-    if r.panics.is_empty() {
-        return;
-    }
-    for p in &r.panics {
-        let file = std::env::temp_dir().join(format!("daed-fuzz-{parser}-{}.bin", p.iteration));
-        let _ = std::fs::write(&file, &p.input);
-        eprintln!(
-            "PANIC at iteration {} ({} bytes, saved to {}): {}\n  hex prefix: {}",
-            p.iteration,
-            p.input.len(),
-            file.display(),
-            p.message,
-            hex(&p.input[..p.input.len().min(96)])
-        );
-    }
-    panic!("{parser}: {} inputs panicked (see above)", r.panics.len());
+    daed_io::fuzz::check(parser, seeds, parse);
 }
 
 // ---- the parsers, as the fuzz tests and the seed check call them ----
