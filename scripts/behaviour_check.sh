@@ -92,7 +92,8 @@ print(json.dumps([clean(d) for d in docs], sort_keys=True))' "$f" | sha256sum | 
 case "$mode" in
   record) hashes > "$file"; echo "recorded $(wc -l < "$file") outputs in $file";;
   compare)
-    hashes > "$work/now.txt"
-    if diff "$file" "$work/now.txt"; then echo "identical: $(wc -l < "$file") outputs"; else exit 1; fi;;
+    now=$(mktemp /tmp/daed-behaviour-now.XXXXXX)
+    hashes > "$now"
+    if diff "$file" "$now"; then echo "identical: $(wc -l < "$file") outputs"; else exit 1; fi;;
   *) echo "record|compare" >&2; exit 2;;
 esac

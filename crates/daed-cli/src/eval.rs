@@ -364,7 +364,7 @@ fn evaluate(a: RunArgs) -> Result<()> {
 
 /// Adds N(0, sigma²) noise on the [0, 1] scale, clipped and rounded back to 8 bits.
 fn add_noise(set: &mut ImageSet, sigma: f64, seed: u64) {
-    let mut rng = daed_core::rng::Rng::for_step(seed, 0, 0x004E_4F49_5345);
+    let mut rng = daed_core::rng::Rng::stream(seed, daed_core::rng::Stream::EvalNoise);
     let mut spare: Option<f64> = None;
     for p in &mut set.pixels {
         let z = match spare.take() {

@@ -55,19 +55,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
     }
     let ck = Checkpoint::open(&a.checkpoint)?;
     let device = daed_core::device::resolve(&a.device)?;
-    let respacing = match a.steps {
-        Some(s) if a.ddim => format!("ddim{s}"),
-        Some(s) => s.to_string(),
-        None => String::new(),
-    };
-    let opts = SampleOptions {
-        respacing,
-        ddim: a.ddim,
-        eta: a.eta,
-        clip_denoised: true,
-        seed: a.seed,
-    };
-    opts.validate()?;
+    let opts = SampleOptions::from_flags(a.steps, a.ddim, a.eta, a.seed)?;
     let shape = ck.state.image_shape;
     daed_core::memory::check_sampling(&ck.config, shape, a.n, a.batch_size)?;
     let start = Instant::now();
@@ -89,7 +77,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let tag = format!(
         "n{}_{}{}_seed{}",
         a.n,
-        if a.ddim { "ddim" } else { "ancestral" },
+        opts.method.name(),
         a.steps.map(|s| s.to_string()).unwrap_or_default(),
         a.seed
     );

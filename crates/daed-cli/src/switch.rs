@@ -91,17 +91,8 @@ pub fn run(a: SwitchArgs) -> Result<()> {
         let p = daed_eval::snr::image_powers(&data);
         p.iter().map(|x| x.ln()).sum::<f64>() / p.len() as f64
     };
-    let opts = SampleOptions {
-        respacing: if a.sample_steps == 0 {
-            String::new()
-        } else {
-            a.sample_steps.to_string()
-        },
-        ddim: false,
-        eta: 0.0,
-        clip_denoised: true,
-        seed: a.seed,
-    };
+    let steps = (a.sample_steps > 0).then_some(a.sample_steps);
+    let opts = SampleOptions::from_flags(steps, false, 0.0, a.seed)?;
     let mut rows = Vec::new();
     // The DDGM itself, as the reference point.
     let (ddgm, d) = ck.load_unet(true, &device)?;

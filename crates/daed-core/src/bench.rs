@@ -15,7 +15,7 @@ use crate::config::ExperimentConfig;
 use crate::metrics::inception::FidInception;
 use crate::model::DiffusionNet;
 use crate::nn::UNet;
-use crate::rng::Rng;
+use crate::rng::{Rng, Stream};
 use crate::train::Trainer;
 use crate::{Error, Result};
 
@@ -160,7 +160,7 @@ pub fn image_shape(cfg: &ExperimentConfig) -> Result<[usize; 3]> {
 /// Random images of `shape`, the same for every run with `seed`.
 fn synthetic_images(n: usize, shape: [usize; 3], seed: u64) -> Result<ImageSet> {
     let [c, h, w] = shape;
-    let mut rng = Rng::for_step(seed, 0, 99);
+    let mut rng = Rng::stream(seed, Stream::BenchImages);
     let pixels = (0..n * c * h * w)
         .map(|_| (rng.next_u64() >> 56) as u8)
         .collect();

@@ -374,7 +374,6 @@ impl ExperimentConfig {
             return bad("sample.n and sample.batch_size must be at least 1".into());
         }
         crate::sample::SampleOptions::from_config(s)
-            .validate()
             .map_err(|e| Error::Invalid(format!("sample.{e}")))?;
         if !["train", "test"].contains(&self.data.split.as_str()) {
             return bad(format!(

@@ -275,7 +275,11 @@ pub fn daed_sample_batch(
     let last = d.num_steps() - 1;
     let mut x = x;
     for (k, t) in (1..=last).rev().enumerate() {
-        let z = crate::sample::noise(shape, opts.seed, batch_id, 1 + t as u64, &dev);
+        let stream = crate::rng::Stream::SampleStep {
+            chain: batch_id,
+            t: t as u64,
+        };
+        let z = crate::sample::noise(shape, opts.seed, stream, &dev);
         x = crate::sample::p_step(nets, d, x, t, opts, z);
         progress(k + 1, last + 1);
     }

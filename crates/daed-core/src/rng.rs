@@ -3,6 +3,85 @@
 //! Every random draw in training is derived from `(seed, step, stream)`, so the RNG state that a
 //! checkpoint must store is just the seed and the step: resuming replays the same draws.
 
+/// Every random stream daed draws from, named in one place. A stream is two keys mixed with the
+/// seed ([`mix`]); the keys are fixed forever (changing one changes every run's bits). Streams of
+/// different jobs may share keys: they are drawn by different generators or never in one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    /// The data order of training epoch `epoch` (CPU generator).
+    Shuffle {
+        /// The epoch.
+        epoch: u64,
+    },
+    /// The diffusion steps drawn for training step `step` (CPU generator).
+    Timesteps {
+        /// The optimiser step.
+        step: u64,
+    },
+    /// The noise eps of training step `step`; dropout draws continue from it (device generator).
+    TrainNoise {
+        /// The optimiser step.
+        step: u64,
+    },
+    /// The fixed noise of the training-dynamics probe at diffusion step `t` (1-based).
+    DynamicsNoise {
+        /// The diffusion step.
+        t: u64,
+    },
+    /// The pure noise x_T that sampling batch `chain` starts from.
+    SampleStart {
+        /// The batch (see [`RECON_CHAINS`], [`TRANSFER_CHAINS`]).
+        chain: u64,
+    },
+    /// The noise z added at step index `t` of sampling batch `chain`.
+    SampleStep {
+        /// The batch.
+        chain: u64,
+        /// The step index (0-based).
+        t: u64,
+    },
+    /// The forward noise of analysis batch `batch` at step index `t` (0 for the analyses that
+    /// noise once).
+    AnalysisNoise {
+        /// The batch of images.
+        batch: u64,
+        /// The step index.
+        t: u64,
+    },
+    /// The noise `daed eval --sample-noise` adds (CPU generator).
+    EvalNoise,
+    /// The synthetic images of `daed bench` (CPU generator).
+    BenchImages,
+}
+
+/// Sampling chains of the reconstruction analysis are numbered from here.
+pub const RECON_CHAINS: u64 = 1000;
+/// Sampling chains of the transfer analysis are numbered from here.
+pub const TRANSFER_CHAINS: u64 = 500;
+
+impl Stream {
+    /// The two keys mixed with the seed.
+    pub fn key(self) -> (u64, u64) {
+        match self {
+            Stream::Shuffle { epoch } => (epoch, 7),
+            Stream::Timesteps { step } => (step, 0),
+            Stream::TrainNoise { step } => (step, 2),
+            Stream::DynamicsNoise { t } => (u64::MAX - 1, t),
+            Stream::SampleStart { chain } => (chain, 0),
+            Stream::SampleStep { chain, t } => (chain, 1 + t),
+            Stream::AnalysisNoise { batch, t } => (batch, t),
+            Stream::EvalNoise => (0, 0x004E_4F49_5345),
+            Stream::BenchImages => (0, 99),
+        }
+    }
+
+    /// The seed of this stream for `seed`.
+    pub fn seed(self, seed: u64) -> u64 {
+        let (a, b) = self.key();
+        mix(seed, a, b)
+    }
+}
+
 /// SplitMix64: tiny, fast, and good enough for sampling indices.
 #[derive(Clone, Debug)]
 pub struct Rng(u64);
@@ -11,6 +90,10 @@ impl Rng {
     /// A generator for `(seed, step, stream)`.
     pub fn for_step(seed: u64, step: u64, stream: u64) -> Self {
         Rng(mix(seed, step, stream))
+    }
+    /// The generator of a named stream.
+    pub fn stream(seed: u64, stream: Stream) -> Self {
+        Rng(stream.seed(seed))
     }
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {

@@ -7,7 +7,7 @@ use daed_core::daed::{DaedMode, DaedNets};
 use daed_core::diffusion::step_sampler::StepSamplerKind;
 use daed_core::model::DiffusionNet;
 use daed_core::nn::UNet;
-use daed_core::sample::{noise, SampleOptions};
+use daed_core::sample::{noise, Method, SampleOptions};
 use daed_core::tensor_io::{module_arrays, to_vec};
 use daed_core::train::trainer::load_data;
 use daed_core::train::{Checkpoint, Trainer};
@@ -24,7 +24,12 @@ fn daed_config(dir: &std::path::Path) -> ExperimentConfig {
 fn split_losses(t: &Trainer<DaedNets>, cfg: &ExperimentConfig, x0: &Tensor<4>) -> (f64, f64) {
     let b = x0.dims()[0];
     let dev = x0.device();
-    let eps = noise([b, 1, 28, 28], 99, 0, 0, &dev);
+    let eps = noise(
+        [b, 1, 28, 28],
+        99,
+        daed_core::rng::Stream::AnalysisNoise { batch: 0, t: 0 },
+        &dev,
+    );
     let mean = |ts: Vec<usize>| {
         let l = t
             .model
@@ -65,8 +70,7 @@ fn joint_training_lowers_both_losses_and_samples_are_images() {
 
     let opts = SampleOptions {
         respacing: "8".into(),
-        ddim: false,
-        eta: 0.0,
+        method: Method::Ancestral,
         clip_denoised: true,
         seed: 1,
     };
@@ -125,8 +129,7 @@ fn two_stage_combines_a_ddgm_run_with_a_dae_run() {
             2,
             &SampleOptions {
                 respacing: "5".into(),
-                ddim: true,
-                eta: 0.0,
+                method: Method::Ddim { eta: 0.0 },
                 clip_denoised: true,
                 seed: 0,
             },

@@ -7,6 +7,7 @@ use super::{image_batches, ImageBatch};
 use crate::diffusion::loss::{mean_flat, normal_kl};
 use crate::diffusion::GaussianDiffusion;
 use crate::nn::EpsModel;
+use crate::rng::Stream;
 use crate::sample::noise;
 use crate::tensor_io::to_vec;
 use crate::Result;
@@ -78,7 +79,11 @@ pub fn loss_breakdown(
         let (bi, b) = (index as usize, x0.dims()[0]);
         for t in (0..tn).rev() {
             let ts = vec![t; b];
-            let eps = noise([b, c, h, w], seed, index, t as u64, device);
+            let stream = Stream::AnalysisNoise {
+                batch: index,
+                t: t as u64,
+            };
+            let eps = noise([b, c, h, w], seed, stream, device);
             let xt = d.q_sample(x0.clone(), &ts, eps.clone());
             let out = model.predict(xt.clone(), &d.model_timesteps_f32(&ts));
             let vb = d.vb_terms_bpd(out.clone(), x0.clone(), xt.clone(), &ts);

@@ -7,6 +7,7 @@ use daed_io::images::ImageSet;
 use super::{image_batches, ImageBatch};
 use crate::diffusion::GaussianDiffusion;
 use crate::nn::EpsModel;
+use crate::rng::{Stream, RECON_CHAINS};
 use crate::sample::{noise, p_sample_loop_from, SampleOptions};
 use crate::tensor_io::to_vec;
 use crate::{Error, Result};
@@ -59,12 +60,22 @@ pub fn reconstruction_curve(
         let mut recons = Vec::with_capacity(n * c * h * w);
         for ib in &batches {
             let b = ib.x0.dims()[0];
-            let eps = noise([b, c, h, w], seed, ib.index, 0, device);
+            let stream = Stream::AnalysisNoise {
+                batch: ib.index,
+                t: 0,
+            };
+            let eps = noise([b, c, h, w], seed, stream, device);
             let xt = d.q_sample(ib.x0.clone(), &vec![t; b], eps);
             let base = done;
-            let x = p_sample_loop_from(model, d, xt, t, &opts, 1000 + ib.index, &mut |k, _| {
-                progress(base + k, total_work)
-            });
+            let x = p_sample_loop_from(
+                model,
+                d,
+                xt,
+                t,
+                &opts,
+                RECON_CHAINS + ib.index,
+                &mut |k, _| progress(base + k, total_work),
+            );
             done += t1;
             recons.extend(to_vec(x.reshape([b * c * h * w]))?);
         }

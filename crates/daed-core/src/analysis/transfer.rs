@@ -8,6 +8,7 @@ use super::{image_batches, ImageBatch};
 use crate::daed::{switch_index, DaedNets};
 use crate::diffusion::GaussianDiffusion;
 use crate::nn::UNet;
+use crate::rng::{Stream, TRANSFER_CHAINS};
 use crate::sample::{noise, p_sample_loop_from, SampleOptions};
 use crate::tensor_io::to_vec;
 use crate::Result;
@@ -54,10 +55,23 @@ pub fn transfer(
     } in image_batches(set, batch, device)
     {
         let b = x0.dims()[0];
-        let eps = noise([b, c, h, w], seed, bi, 0, device);
+        let eps = noise(
+            [b, c, h, w],
+            seed,
+            Stream::AnalysisNoise { batch: bi, t: 0 },
+            device,
+        );
         let x1 = x0.mul_scalar((1.0 - beta1).sqrt()) + eps.mul_scalar(beta1.sqrt());
         // The DDGM treats x1 as x_k (alpha-bar_k is the closest to 1 - beta1).
-        let rd = p_sample_loop_from(ddgm, d, x1.clone(), k - 1, &opts, 500 + bi, &mut |_, _| {});
+        let rd = p_sample_loop_from(
+            ddgm,
+            d,
+            x1.clone(),
+            k - 1,
+            &opts,
+            TRANSFER_CHAINS + bi,
+            &mut |_, _| {},
+        );
         let ra = dae.denoise(x1.clone(), beta1).clamp(-1.0, 1.0);
         let flat = |t: Tensor<4>| to_vec(t.reshape([b * c * h * w]));
         out.original.extend(host);

@@ -13,6 +13,12 @@ pub enum BetaSchedule {
     Cosine,
 }
 
+impl BetaSchedule {
+    /// Every schedule: the conformance suite (`tests/conformance.rs`) runs each. Adding one: a
+    /// variant, its betas in [`ScheduleSpec::betas`], its name in `from_str`, and an entry here.
+    pub const ALL: [BetaSchedule; 2] = [BetaSchedule::Linear, BetaSchedule::Cosine];
+}
+
 impl std::str::FromStr for BetaSchedule {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

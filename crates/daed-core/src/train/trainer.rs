@@ -14,7 +14,7 @@ use crate::diffusion::step_sampler::StepSampler;
 use crate::diffusion::GaussianDiffusion;
 use crate::model::DiffusionNet;
 use crate::nn::UNet;
-use crate::rng::Rng;
+use crate::rng::{Rng, Stream};
 use crate::sample::{noise, SampleOptions};
 use crate::tensor_io::{load_module, module_arrays, to_vec};
 use crate::{Error, Result};
@@ -195,7 +195,7 @@ impl<M: DiffusionNet> Trainer<M> {
                 let epoch = pos / n;
                 if self.perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
                     let mut p: Vec<usize> = (0..n as usize).collect();
-                    Rng::for_step(self.cfg.train.seed, epoch, 7).shuffle(&mut p);
+                    Rng::stream(self.cfg.train.seed, Stream::Shuffle { epoch }).shuffle(&mut p);
                     self.perm = Some((epoch, p));
                 }
                 self.perm.as_ref().expect("set above").1[(pos % n) as usize]
@@ -219,9 +219,10 @@ impl<M: DiffusionNet> Trainer<M> {
         let idx = self.batch_indices();
         let b = idx.len();
         let [c, h, w] = [self.data.channels, self.data.height, self.data.width];
-        let (ts, ws) = self
-            .sampler
-            .sample(b, &mut Rng::for_step(seed, self.step, 0));
+        let (ts, ws) = self.sampler.sample(
+            b,
+            &mut Rng::stream(seed, Stream::Timesteps { step: self.step }),
+        );
         // Sorted by step, so a model with several networks (DAED) can split the batch.
         let mut order: Vec<usize> = (0..b).collect();
         order.sort_by_key(|&i| ts[i]);
@@ -233,7 +234,12 @@ impl<M: DiffusionNet> Trainer<M> {
             &self.device,
         );
         // Noise first, then dropout: both from the device RNG seeded for this step.
-        let eps = noise([b, c, h, w], seed, self.step, 2, &self.device);
+        let eps = noise(
+            [b, c, h, w],
+            seed,
+            Stream::TrainNoise { step: self.step },
+            &self.device,
+        );
         // Micro-batches: the same loss and gradient as the whole batch, in less memory.
         let mb = match self.cfg.train.micro_batch {
             0 => b,
@@ -351,7 +357,7 @@ impl<M: DiffusionNet> Trainer<M> {
     pub fn write_grid(&self) -> Result<PathBuf> {
         let s = &self.cfg.sample;
         let n = s.n.min(64);
-        let opts = SampleOptions::from_config(s);
+        let opts = SampleOptions::from_config(s)?;
         let shape = [self.data.channels, self.data.height, self.data.width];
         let inner = self.device.clone().inner();
         let imgs = self.ema.sample(
@@ -389,7 +395,12 @@ impl<M: DiffusionNet> Trainer<M> {
         let model = self.model.valid();
         let mut vals = Vec::new();
         for &s in &steps {
-            let eps = noise([b, c, h, w], t.seed, u64::MAX - 1, s as u64, &inner);
+            let eps = noise(
+                [b, c, h, w],
+                t.seed,
+                Stream::DynamicsNoise { t: s as u64 },
+                &inner,
+            );
             match model.vlb_probe(&self.diffusion, x0.clone(), &vec![s - 1; b], eps) {
                 Some(v) => vals.push(to_vec(v.mean())?[0] as f64),
                 None => return Ok(()),

@@ -1,21 +1,102 @@
-//! Sampling loops: ancestral DDPM over all or respaced steps, and DDIM (eta).
+//! Sampling: the loops over all or respaced steps, and the [`Sampler`] interface with one file
+//! per method ([`ancestral`], [`ddim`]).
 use burn::tensor::{Device, Distribution, Tensor};
 
+pub mod ancestral;
+pub mod ddim;
+
+pub use ancestral::Ancestral;
+pub use ddim::Ddim;
+
+use crate::diffusion::process::PMeanVar;
 use crate::diffusion::schedule::space_timesteps;
 use crate::diffusion::GaussianDiffusion;
 use crate::nn::EpsModel;
-use crate::rng::mix;
+use crate::rng::Stream;
 use crate::Result;
+
+/// One backward update x_t -> x_{t-1}, given the model's prediction at step index `t`: the
+/// interface every sampling method implements (one file each in this module).
+pub trait Sampler {
+    /// The update; `z` is standard normal noise for this step (zeros at t = 0).
+    fn step(
+        &self,
+        d: &GaussianDiffusion,
+        x: Tensor<4>,
+        t: usize,
+        pm: PMeanVar,
+        z: Tensor<4>,
+    ) -> Tensor<4>;
+}
+
+/// The sampling methods, with their settings. Adding one: a file with its [`Sampler`], a variant
+/// here, a line in [`Method::sampler`] and one in [`Method::examples`] (the conformance suite
+/// then runs it).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Method {
+    /// Ancestral DDPM: the posterior mean plus the model's variance.
+    Ancestral,
+    /// DDIM with its eta (0: deterministic).
+    Ddim {
+        /// The amount of fresh noise (0 to 1 usually).
+        eta: f64,
+    },
+}
+
+impl Method {
+    /// The method's update.
+    pub fn sampler(self) -> Box<dyn Sampler> {
+        match self {
+            Method::Ancestral => Box::new(Ancestral),
+            Method::Ddim { eta } => Box::new(Ddim { eta }),
+        }
+    }
+
+    /// One instance of each method (and setting) that the conformance suite runs.
+    pub fn examples() -> Vec<Method> {
+        vec![
+            Method::Ancestral,
+            Method::Ddim { eta: 0.0 },
+            Method::Ddim { eta: 1.0 },
+        ]
+    }
+
+    /// Its name in file names and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Ancestral => "ancestral",
+            Method::Ddim { .. } => "ddim",
+        }
+    }
+
+    /// Checks the settings a user can give: eta finite and non-negative.
+    pub fn validate(self) -> Result<()> {
+        match self {
+            Method::Ddim { eta } if !(eta.is_finite() && eta >= 0.0) => Err(crate::Error::Invalid(
+                format!("eta must be a finite number >= 0, got {eta}"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// DDIM with `eta` when `ddim`, else ancestral; eta is checked either way.
+    pub fn from_flags(ddim: bool, eta: f64) -> Result<Self> {
+        Method::Ddim { eta }.validate()?;
+        Ok(if ddim {
+            Method::Ddim { eta }
+        } else {
+            Method::Ancestral
+        })
+    }
+}
 
 /// How to sample.
 #[derive(Clone, Debug)]
 pub struct SampleOptions {
     /// Respacing spec ("" = every step).
     pub respacing: String,
-    /// DDIM updates instead of ancestral.
-    pub ddim: bool,
-    /// DDIM eta.
-    pub eta: f64,
+    /// The update.
+    pub method: Method,
     /// Clip x0 estimates to [-1, 1].
     pub clip_denoised: bool,
     /// Seed of all noise.
@@ -23,34 +104,42 @@ pub struct SampleOptions {
 }
 
 impl SampleOptions {
-    /// The options a config's `[sample]` section describes.
-    pub fn from_config(s: &crate::config::SampleConfig) -> Self {
-        Self {
+    /// The options a config's `[sample]` section describes (eta checked).
+    pub fn from_config(s: &crate::config::SampleConfig) -> Result<Self> {
+        Ok(Self {
             respacing: s.respacing.clone(),
-            ddim: s.ddim,
-            eta: s.eta,
+            method: Method::from_flags(s.ddim, s.eta)?,
             clip_denoised: s.clip_denoised,
             seed: s.seed,
-        }
+        })
     }
 
-    /// Checks the values a user can set: eta finite and non-negative.
+    /// The options of a command line: `steps` sampling steps (`None`: every step; with DDIM,
+    /// evenly strided `ddimN`), ancestral or DDIM with `eta`, x0 clipped.
+    pub fn from_flags(steps: Option<usize>, ddim: bool, eta: f64, seed: u64) -> Result<Self> {
+        let respacing = match steps {
+            Some(s) if ddim => format!("ddim{s}"),
+            Some(s) => s.to_string(),
+            None => String::new(),
+        };
+        Ok(Self {
+            respacing,
+            method: Method::from_flags(ddim, eta)?,
+            clip_denoised: true,
+            seed,
+        })
+    }
+
+    /// Checks the values a user can set.
     pub fn validate(&self) -> Result<()> {
-        if !(self.eta.is_finite() && self.eta >= 0.0) {
-            return Err(crate::Error::Invalid(format!(
-                "eta must be a finite number >= 0, got {}",
-                self.eta
-            )));
-        }
-        Ok(())
+        self.method.validate()
     }
 
     /// Ancestral sampling over every step, x0 clipped: what the analyses use.
     pub fn ancestral(seed: u64) -> Self {
         Self {
             respacing: String::new(),
-            ddim: false,
-            eta: 0.0,
+            method: Method::Ancestral,
             clip_denoised: true,
             seed,
         }
@@ -66,13 +155,19 @@ pub fn sampling_diffusion(base: &GaussianDiffusion, respacing: &str) -> Result<G
     Ok(base.respaced(&kept))
 }
 
-/// Standard normal noise of `shape`, deterministic in `(seed, a, b)`.
-pub fn noise(shape: [usize; 4], seed: u64, a: u64, b: u64, device: &Device) -> Tensor<4> {
-    device.seed(mix(seed, a, b));
+/// Seeding the device's generator and drawing from it are one step for [`noise`]: burn's
+/// generator is global, so two threads drawing at once would otherwise swap each other's seeds.
+static DRAW: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Standard normal noise of `shape` from a named stream of `seed` (the same bits whatever other
+/// threads draw meanwhile).
+pub fn noise(shape: [usize; 4], seed: u64, stream: Stream, device: &Device) -> Tensor<4> {
+    let _one_at_a_time = DRAW.lock().unwrap_or_else(|e| e.into_inner());
+    device.seed(stream.seed(seed));
     Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
 }
 
-/// One backward step from step index `t` (same for the whole batch).
+/// One backward step from step index `t` (same for the whole batch) with the options' method.
 pub fn p_step(
     model: &dyn EpsModel,
     d: &GaussianDiffusion,
@@ -86,23 +181,7 @@ pub fn p_step(
     let tt: Vec<f32> = vec![d.timestep_map[t] as f32; b];
     let out = model.predict(x.clone(), &tt);
     let pm = d.p_mean_variance(out, x.clone(), &ts, opts.clip_denoised);
-    if opts.ddim {
-        let eps = d.predict_eps_from_xstart(x, &ts, pm.pred_xstart.clone());
-        let ab = d.alphas_cumprod[t];
-        let ab_prev = d.alphas_cumprod_prev[t];
-        let sigma = opts.eta * ((1.0 - ab_prev) / (1.0 - ab)).sqrt() * (1.0 - ab / ab_prev).sqrt();
-        let mean = pm.pred_xstart.mul_scalar(ab_prev.sqrt())
-            + eps.mul_scalar((1.0 - ab_prev - sigma * sigma).max(0.0).sqrt());
-        if t == 0 || sigma == 0.0 {
-            mean
-        } else {
-            mean + z.mul_scalar(sigma)
-        }
-    } else if t == 0 {
-        pm.mean
-    } else {
-        pm.mean + z * pm.log_variance.mul_scalar(0.5).exp()
-    }
+    opts.method.sampler().step(d, x, t, pm, z)
 }
 
 /// Runs the backward process from `x` at step index `from` (inclusive) down to x0.
@@ -121,7 +200,15 @@ pub fn p_sample_loop_from(
     let total = from + 1;
     for (k, t) in (0..=from).rev().enumerate() {
         let z = if t > 0 {
-            noise(shape, opts.seed, batch_id, 1 + t as u64, &dev)
+            noise(
+                shape,
+                opts.seed,
+                Stream::SampleStep {
+                    chain: batch_id,
+                    t: t as u64,
+                },
+                &dev,
+            )
         } else {
             x.zeros_like()
         };
@@ -195,8 +282,7 @@ pub fn batched(
         let x = noise(
             [b, shape[0], shape[1], shape[2]],
             seed,
-            bi as u64,
-            0,
+            Stream::SampleStart { chain: bi as u64 },
             device,
         );
         let done = bi * steps;
