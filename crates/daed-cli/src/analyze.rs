@@ -7,14 +7,16 @@ use clap::{Args, Subcommand};
 use daed_core::analysis::conform;
 use daed_core::analysis::losses::loss_breakdown;
 use daed_core::analysis::recon::{reconstruction_curve, step_grid};
+use daed_core::analysis::transfer::{TransferRow, TransferStudy};
 use daed_core::burn::tensor::Device;
+use daed_core::daed::DaedNets;
 use daed_core::diffusion::schedule::alphas_cumprod;
+use daed_core::diffusion::GaussianDiffusion;
 use daed_core::diffusion::{BetaSchedule, ScheduleSpec};
+use daed_core::nn::UNet;
 use daed_core::train::Checkpoint;
 use daed_io::datasets::{self, DatasetSpec};
 use daed_io::images::ImageSet;
-use daed_io::plot::{Figure, Panel, Series};
-use daed_io::table::{write_json, Table};
 
 use crate::progress::{bar, tracker};
 
@@ -310,78 +312,9 @@ fn losses(a: LossesArgs) -> Result<()> {
         &mut tracker(&pb),
     )?;
     pb.finish();
+    br.write(&a.run.out, set.len(), ck.state.step)?;
     let share = br.cumulative_share();
-    let mut table = Table::new(vec!["t", "vlb_bpd", "eps_mse", "x0_mse", "cum_share"]);
-    for (s, c) in br.steps.iter().zip(&share) {
-        table.push(vec![
-            s.t.to_string(),
-            format!("{:.6e}", s.vlb_bpd),
-            format!("{:.6e}", s.eps_mse),
-            format!("{:.6e}", s.x0_mse),
-            format!("{c:.6}"),
-        ]);
-    }
-    std::fs::create_dir_all(&a.run.out)?;
-    table.write_csv(a.run.out.join("losses.csv"))?;
-    let tn = br.steps.len();
-    let one_pct = ((tn as f64) * 0.01).ceil().max(1.0) as usize;
-    let summary = serde_json::json!({
-        "total_bpd": br.total_bpd(),
-        "prior_bpd": br.prior_bpd,
-        "share_first_step": share[0],
-        "share_first_1pct_steps": share[one_pct - 1],
-        "first_1pct_steps": one_pct,
-        "images": set.len(),
-        "checkpoint_step": ck.state.step,
-    });
-    write_json(a.run.out.join("summary.json"), &summary)?;
-    let ts: Vec<f64> = br.steps.iter().map(|s| s.t as f64).collect();
-    let series = |name: &str, ys: Vec<f64>| Series {
-        name: name.into(),
-        xs: ts.clone(),
-        ys,
-        band: None,
-    };
-    let fig = Figure {
-        panels: vec![
-            Panel {
-                title: "VLB term per step".into(),
-                x_label: "t".into(),
-                y_label: "bits/dim".into(),
-                series: vec![series(
-                    "L_t",
-                    br.steps.iter().map(|s| s.vlb_bpd.max(1e-8)).collect(),
-                )],
-                log_y: true,
-                hlines: vec![],
-            },
-            Panel {
-                title: "cumulative share of the VLB".into(),
-                x_label: "t".into(),
-                y_label: "share".into(),
-                series: vec![series("cum. share", share.clone())],
-                log_y: false,
-                hlines: vec![],
-            },
-            Panel {
-                title: "MSE per step".into(),
-                x_label: "t".into(),
-                y_label: "mse".into(),
-                series: vec![
-                    series(
-                        "eps",
-                        br.steps.iter().map(|s| s.eps_mse.max(1e-8)).collect(),
-                    ),
-                    series("x0", br.steps.iter().map(|s| s.x0_mse.max(1e-8)).collect()),
-                ],
-                log_y: true,
-                hlines: vec![],
-            },
-        ],
-        width: 1500,
-        height: 450,
-    };
-    fig.save_png(a.run.out.join("losses.png"))?;
+    let one_pct = br.one_percent_steps();
     println!(
         "total {:.4} bits/dim; the first step holds {:.1}% of the VLB, the first {one_pct} step(s) (1%) {:.1}%",
         br.total_bpd(),
@@ -395,13 +328,15 @@ fn losses(a: LossesArgs) -> Result<()> {
     Ok(())
 }
 
-fn transfer(a: TransferArgs) -> Result<()> {
-    use daed_core::daed::DaedNets;
-    let device = a.run.device(a.n)?;
+/// The DDGM and the DAE of `transfer`, checked to fit together; with the DAE's beta1.
+fn transfer_models(
+    a: &TransferArgs,
+    device: &Device,
+) -> Result<(UNet, GaussianDiffusion, DaedNets, f64, [usize; 3])> {
     let ck_g = Checkpoint::open(&a.ddgm)?;
     let ck_d = Checkpoint::open(&a.dae)?;
-    let (ddgm, d) = ck_g.load_unet(!a.run.no_ema, &device)?;
-    let (dae, _) = ck_d.load_model::<DaedNets>(!a.run.no_ema, &device)?;
+    let (ddgm, d) = ck_g.load_unet(!a.run.no_ema, device)?;
+    let (dae, _) = ck_d.load_model::<DaedNets>(!a.run.no_ema, device)?;
     let beta1 = ck_d.config.daed.beta1;
     if let Some(b) = a.beta1 {
         if (b - beta1).abs() > 1e-12 {
@@ -419,16 +354,20 @@ fn transfer(a: TransferArgs) -> Result<()> {
             ck_d.state.image_shape
         );
     }
-    let mut table = Table::new(["target", "model", "mae", "msssim", "k"]);
-    let mut rows_md = vec![("DDGM", Vec::new()), ("DAED", Vec::new())];
-    let mut grids = Vec::new();
+    Ok((ddgm, d, dae, beta1, shape))
+}
+
+fn transfer(a: TransferArgs) -> Result<()> {
+    let device = a.run.device(a.n)?;
+    let (ddgm, d, dae, beta1, shape) = transfer_models(&a, &device)?;
+    let mut rows = Vec::new();
     for name in &a.target {
         let set = load(name, None, &a.split, Some(a.n))?;
         let (set, note) = conform(&set, shape, name)?;
         if let Some(n) = note {
             println!("note: {n}");
         }
-        let (pd, pa, imgs, k) = daed_core::analysis::transfer::transfer(
+        let (pd, pa, images, k) = daed_core::analysis::transfer::transfer(
             &ddgm,
             &d,
             &dae,
@@ -439,50 +378,22 @@ fn transfer(a: TransferArgs) -> Result<()> {
             a.run.seed,
             &device,
         )?;
-        for (model, p) in [("DDGM", &pd), ("DAED", &pa)] {
-            table.push([
-                name.clone(),
-                model.into(),
-                format!("{:.4}", p.mae_mean),
-                format!("{:.4}", p.msssim_mean),
-                k.to_string(),
-            ]);
-        }
-        rows_md[0]
-            .1
-            .push(format!("{:.3} | {:.2}", pd.mae_mean, pd.msssim_mean));
-        rows_md[1]
-            .1
-            .push(format!("{:.3} | {:.2}", pa.mae_mean, pa.msssim_mean));
-        let m = set.len().min(8);
-        let [c, h, w] = shape;
-        let per = c * h * w;
-        let part = |v: &[f32]| ImageSet::from_f32(c, h, w, &v[..m * per]);
-        grids.push((format!("{name}: original"), part(&imgs.original)));
-        grids.push((format!("{name}: noisy"), part(&imgs.noisy)));
-        grids.push((format!("{name}: DDGM"), part(&imgs.ddgm)));
-        grids.push((format!("{name}: DAE"), part(&imgs.dae)));
         println!(
             "{name}: DDGM (k = {k} steps) MAE {:.4} MS-SSIM {:.4}; DAE MAE {:.4} MS-SSIM {:.4}",
             pd.mae_mean, pd.msssim_mean, pa.mae_mean, pa.msssim_mean
         );
+        rows.push(TransferRow {
+            target: name.clone(),
+            k,
+            ddgm: pd,
+            dae: pa,
+            images,
+            shape,
+        });
     }
-    std::fs::create_dir_all(&a.run.out)?;
-    table.write_csv(a.run.out.join("transfer.csv"))?;
-    let mut md = format!("Reconstruction of images noised with beta1 = {beta1} (MAE on the [0,1] scale, MS-SSIM)\n\n| Model |");
-    for t in &a.target {
-        md.push_str(&format!(" {t} MAE | {t} MS-SSIM |"));
-    }
-    md.push_str("\n|---|");
-    md.push_str(&"---|---|".repeat(a.target.len()));
-    md.push('\n');
-    for (model, cells) in &rows_md {
-        md.push_str(&format!("| {model} | {} |\n", cells.join(" | ")));
-    }
-    daed_io::atomic::write_atomic(a.run.out.join("transfer.md"), md.as_bytes())?;
-    let items: Vec<(&str, &ImageSet)> = grids.iter().map(|(n, s)| (n.as_str(), s)).collect();
-    daed_io::grid::save_grids_side_by_side(a.run.out.join("transfer.png"), &items, 1)?;
-    print!("{md}");
+    let study = TransferStudy { beta1, rows };
+    study.write(&a.run.out)?;
+    print!("{}", study.markdown());
     println!(
         "wrote {}/transfer.csv, transfer.md, transfer.png",
         a.run.out.display()
@@ -491,77 +402,13 @@ fn transfer(a: TransferArgs) -> Result<()> {
 }
 
 fn dynamics(run: &Path, out: &Path) -> Result<()> {
-    let path = run.join("dynamics.jsonl");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "{}: no dynamics recorded (train with train.dynamics_every > 0)",
-            path.display()
-        )
-    })?;
-    let mut table = Table::new(["train_step", "t", "vlb_bpd"]);
-    let mut series: std::collections::BTreeMap<u64, (Vec<f64>, Vec<f64>)> = Default::default();
-    for (i, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{} line {}: not JSON", path.display(), i + 1))?;
-        let step = v["train_step"]
-            .as_u64()
-            .with_context(|| format!("{} line {}: no train_step", path.display(), i + 1))?;
-        let ts = v["t"]
-            .as_array()
-            .with_context(|| format!("{} line {}: no t", path.display(), i + 1))?;
-        let vs = v["vlb_bpd"]
-            .as_array()
-            .with_context(|| format!("{} line {}: no vlb_bpd", path.display(), i + 1))?;
-        for (t, val) in ts.iter().zip(vs) {
-            let (t, val) = (t.as_u64().unwrap_or(0), val.as_f64().unwrap_or(f64::NAN));
-            table.push([step.to_string(), t.to_string(), format!("{val:.6e}")]);
-            let e = series.entry(t).or_default();
-            e.0.push(step as f64);
-            e.1.push(val.max(1e-8));
-        }
-    }
-    if series.is_empty() {
-        bail!("{}: empty", path.display());
-    }
-    std::fs::create_dir_all(out)?;
-    table.write_csv(out.join("dynamics.csv"))?;
-    let keys: Vec<u64> = series.keys().copied().collect();
-    let pick: Vec<u64> = if keys.len() <= 8 {
-        keys.clone()
-    } else {
-        (0..8).map(|i| keys[i * (keys.len() - 1) / 7]).collect()
-    };
-    let lines = pick
-        .iter()
-        .map(|t| Series {
-            name: format!("t={t}"),
-            xs: series[t].0.clone(),
-            ys: series[t].1.clone(),
-            band: None,
-        })
-        .collect();
-    let fig = Figure {
-        panels: vec![Panel {
-            title: "VLB term per diffusion step over training".into(),
-            x_label: "training step".into(),
-            y_label: "bits/dim".into(),
-            series: lines,
-            log_y: true,
-            hlines: vec![],
-        }],
-        width: 900,
-        height: 500,
-    };
-    fig.save_png(out.join("dynamics.png"))?;
+    let records = daed_core::train::dynamics::read(run)?;
+    let [csv, png] = daed_core::train::dynamics::write(out, &records)?;
     println!(
-        "{} records of {} steps; wrote {}/dynamics.csv, dynamics.png",
-        text.lines().count(),
-        keys.len(),
-        out.display()
+        "{} records; wrote {} and {}",
+        records.len(),
+        csv.display(),
+        png.display()
     );
     Ok(())
 }

@@ -120,18 +120,6 @@ pub fn run(a: BenchArgs) -> Result<()> {
         rayon_threads()
     );
     let mut results: Vec<BenchResult> = Vec::new();
-    let report = |r: &BenchResult| {
-        eprintln!(
-            "  {:<10} {:<9} batch {:>3}: median {:.3} s ({:.1} images/s), peak {:.0} MiB, cores busy {:.2}",
-            r.model,
-            format!("{:?}", r.kind).to_lowercase(),
-            r.batch,
-            r.median_s,
-            r.images_per_s,
-            r.peak_rss_mib.unwrap_or(f64::NAN),
-            r.cores_busy.unwrap_or(f64::NAN)
-        );
-    };
     for (name, cfg, batch) in &nets {
         for k in &kinds {
             // Each case starts from an empty allocator cache, so its peak memory is its own.
@@ -155,9 +143,28 @@ pub fn run(a: BenchArgs) -> Result<()> {
         report(&r);
         results.push(r);
     }
-    let table = results_table(&results);
+    write_results(&results, a.out.as_deref())
+}
+
+/// One line per case on stderr while the benchmark runs.
+fn report(r: &BenchResult) {
+    eprintln!(
+        "  {:<10} {:<9} batch {:>3}: median {:.3} s ({:.1} images/s), peak {:.0} MiB, cores busy {:.2}",
+        r.model,
+        format!("{:?}", r.kind).to_lowercase(),
+        r.batch,
+        r.median_s,
+        r.images_per_s,
+        r.peak_rss_mib.unwrap_or(f64::NAN),
+        r.cores_busy.unwrap_or(f64::NAN)
+    );
+}
+
+/// Prints the table and, with `--out`, writes `bench.json` and `bench.md`.
+fn write_results(results: &[BenchResult], out: Option<&std::path::Path>) -> Result<()> {
+    let table = results_table(results);
     println!("{}", table.to_markdown());
-    if let Some(dir) = &a.out {
+    if let Some(dir) = out {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("creating output directory {}", dir.display()))?;
         daed_io::table::write_json(dir.join("bench.json"), &results)?;

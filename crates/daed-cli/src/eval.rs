@@ -289,15 +289,7 @@ fn evaluate(a: RunArgs) -> Result<()> {
     let which = MetricSet::parse(&a.metrics)?;
     let start = Instant::now();
     daed_io::atomic::check_writable_dir(out)?;
-    let mut src_s = load_source(samples, &a.common)?;
-    let src_r = load_source(reference, &a.common)?;
-    which.check_sets(src_s.summary(), src_r.summary())?;
-    if let (Source::Images(s), Source::Images(r)) = (&src_s, &src_r) {
-        let shape = |x: &ImageSet| [x.channels, x.height, x.width];
-        if let Some(note) = check_shapes(shape(s), shape(r), a.allow_resize)? {
-            println!("note: {note}");
-        }
-    }
+    let (src_s, src_r) = load_sets(&a, samples, reference, which)?;
     let ex = Extractor::new(&a.common)?;
     if which.is && !ex.net.has_logits() {
         bail!(
@@ -307,32 +299,12 @@ fn evaluate(a: RunArgs) -> Result<()> {
             ex.weights.display()
         );
     }
-    if let (Source::Images(set), Some(sigma)) = (&mut src_s, a.sample_noise) {
-        if !(sigma.is_finite() && sigma >= 0.0) {
-            bail!("--sample-noise must be a non-negative number");
-        }
-        add_noise(set, sigma, a.seed);
-        println!(
-            "samples: added Gaussian noise, sigma {sigma} on the [0, 1] scale (seed {})",
-            a.seed
-        );
-    }
     let (fr, info_r) = ex.source_features(src_r, "reference")?;
     let (fs, info_s) = ex.source_features(src_s, "samples")?;
     let t = Instant::now();
     let m = compute_metrics(&fs, &fr, which, &ex.weights.display().to_string())?;
     let metric_secs = t.elapsed().as_secs_f64();
-    for (name, d) in [("FID", &m.fid), ("sFID", &m.sfid)] {
-        if let Some(d) = d {
-            if let Some(eps) = d.eps_added {
-                println!(
-                    "note: {name}: a covariance is singular (ranks {:?}); added {eps:e} to the \
-                     diagonals as pytorch-fid does (without it: {:.4})",
-                    d.ranks, d.value_without_eps
-                );
-            }
-        }
-    }
+    print_notes(&m);
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let json = serde_json::json!({
         "samples": {"source": samples, "info": info_s},
@@ -360,6 +332,50 @@ fn evaluate(a: RunArgs) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Says where a covariance was singular and pytorch-fid's epsilon was added.
+fn print_notes(m: &daed_core::metrics::evaluate::Metrics) {
+    for (name, d) in [("FID", &m.fid), ("sFID", &m.sfid)] {
+        if let Some(eps) = d.as_ref().and_then(|d| d.eps_added.map(|e| (d, e))) {
+            let (d, eps) = eps;
+            println!(
+                "note: {name}: a covariance is singular (ranks {:?}); added {eps:e} to the \
+                 diagonals as pytorch-fid does (without it: {:.4})",
+                d.ranks, d.value_without_eps
+            );
+        }
+    }
+}
+
+/// Reads both sets and checks them against each other and the metrics before any feature is
+/// computed; adds `--sample-noise` to the samples.
+fn load_sets(
+    a: &RunArgs,
+    samples: &str,
+    reference: &str,
+    which: MetricSet,
+) -> Result<(Source, Source)> {
+    let mut src_s = load_source(samples, &a.common)?;
+    let src_r = load_source(reference, &a.common)?;
+    which.check_sets(src_s.summary(), src_r.summary())?;
+    if let (Source::Images(s), Source::Images(r)) = (&src_s, &src_r) {
+        let shape = |x: &ImageSet| [x.channels, x.height, x.width];
+        if let Some(note) = check_shapes(shape(s), shape(r), a.allow_resize)? {
+            println!("note: {note}");
+        }
+    }
+    if let (Source::Images(set), Some(sigma)) = (&mut src_s, a.sample_noise) {
+        if !(sigma.is_finite() && sigma >= 0.0) {
+            bail!("--sample-noise must be a non-negative number");
+        }
+        add_noise(set, sigma, a.seed);
+        println!(
+            "samples: added Gaussian noise, sigma {sigma} on the [0, 1] scale (seed {})",
+            a.seed
+        );
+    }
+    Ok((src_s, src_r))
 }
 
 /// Adds N(0, sigma²) noise on the [0, 1] scale, clipped and rounded back to 8 bits.

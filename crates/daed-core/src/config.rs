@@ -3,7 +3,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::daed::{DaeLoss, DaedMode};
 use crate::diffusion::loss::LossKind;
 use crate::diffusion::step_sampler::StepSamplerKind;
 use crate::diffusion::{BetaSchedule, ModelVarType, ScheduleSpec};
@@ -27,6 +26,43 @@ impl std::fmt::Display for ModelKind {
             Self::Daed => "daed",
         })
     }
+}
+
+/// How DAED is trained.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DaedMode {
+    /// Generator and DAE trained together; steps sampled by `dae-uniform` (or the config's).
+    Joint,
+    /// The generator is a trained DDGM (frozen); only the DAE is trained.
+    TwoStage,
+}
+
+/// The DAE's objective (eq. 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DaeLoss {
+    /// Gaussian with identity covariance: ||x0 - f(x1)||^2 (mean over pixels).
+    Mse,
+    /// Discretized Gaussian (256 bins) around f(x1) with variance beta1, in bits/dim.
+    Discretized,
+}
+
+/// Largest image side a run or checkpoint may declare.
+pub const MAX_IMAGE_SIDE: usize = 4096;
+
+/// Checks an image shape `[C, H, W]` from data or a file: 1 or 3 channels, sides in
+/// 1..=[`MAX_IMAGE_SIDE`].
+pub fn check_image_shape([c, h, w]: [usize; 3]) -> std::result::Result<(), String> {
+    if !(c == 1 || c == 3) {
+        return Err(format!("image_shape has {c} channels (1 or 3 expected)"));
+    }
+    if !(1..=MAX_IMAGE_SIDE).contains(&h) || !(1..=MAX_IMAGE_SIDE).contains(&w) {
+        return Err(format!(
+            "image_shape {h}x{w} is out of range (sides from 1 to {MAX_IMAGE_SIDE})"
+        ));
+    }
+    Ok(())
 }
 
 /// DAED settings (used when `model = "daed"`).
@@ -330,7 +366,7 @@ impl ExperimentConfig {
     /// The checks that need the data's image shape `[C, H, W]` (known once the data is read):
     /// the network's levels and attention placement.
     pub fn validate_for_shape(&self, shape: [usize; 3]) -> Result<()> {
-        crate::train::checkpoint::check_image_shape(shape).map_err(Error::Invalid)?;
+        check_image_shape(shape).map_err(Error::Invalid)?;
         self.unet.validate(shape[1].max(shape[2]))
     }
 
@@ -373,8 +409,12 @@ impl ExperimentConfig {
         if s.batch_size == 0 || s.n == 0 {
             return bad("sample.n and sample.batch_size must be at least 1".into());
         }
-        crate::sample::SampleOptions::from_config(s)
-            .map_err(|e| Error::Invalid(format!("sample.{e}")))?;
+        if !(s.eta.is_finite() && s.eta >= 0.0) {
+            return bad(format!(
+                "sample.eta must be a finite number >= 0, got {}",
+                s.eta
+            ));
+        }
         if !["train", "test"].contains(&self.data.split.as_str()) {
             return bad(format!(
                 "data.split must be train or test, got `{}`",

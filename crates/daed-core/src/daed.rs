@@ -8,7 +8,6 @@
 //! trained DDGM *is* a DAED generator (two-stage training needs only the DAE).
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use serde::{Deserialize, Serialize};
 
 use crate::config::{ExperimentConfig, ModelKind};
 use crate::diffusion::loss::{discretized_gaussian_log_likelihood, mean_flat, LossTerms};
@@ -18,25 +17,7 @@ use crate::model::{build_unet, DiffusionNet};
 use crate::nn::{EpsModel, UNet};
 use crate::{Error, Result};
 
-/// How DAED is trained.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DaedMode {
-    /// Generator and DAE trained together; steps sampled by `dae-uniform` (or the config's).
-    Joint,
-    /// The generator is a trained DDGM (frozen); only the DAE is trained.
-    TwoStage,
-}
-
-/// The DAE's objective (eq. 9).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DaeLoss {
-    /// Gaussian with identity covariance: ||x0 - f(x1)||^2 (mean over pixels).
-    Mse,
-    /// Discretized Gaussian (256 bins) around f(x1) with variance beta1, in bits/dim.
-    Discretized,
-}
+pub use crate::config::{DaeLoss, DaedMode};
 
 /// The switch index k (1-based): argmin_t |alpha_bar_t - (1 - beta1)| over t = 1..T.
 pub fn switch_index(alphas_cumprod: &[f64], beta1: f64) -> usize {

@@ -10,8 +10,11 @@ use crate::nn::EpsModel;
 use crate::rng::Stream;
 use crate::sample::noise;
 use crate::tensor_io::to_vec;
-use crate::Result;
+use crate::{Error, Result};
 use daed_io::images::ImageSet;
+use daed_io::plot::{Figure, Panel, Series};
+use daed_io::table::{write_json, Table};
+use std::path::Path;
 
 /// Mean terms of one step over the images.
 #[derive(Clone, Debug, Serialize)]
@@ -119,4 +122,91 @@ pub fn loss_breakdown(
             .collect(),
         prior_bpd: prior / nf,
     })
+}
+
+impl LossBreakdown {
+    /// How many steps make the first 1% of the process (at least one).
+    pub fn one_percent_steps(&self) -> usize {
+        ((self.steps.len() as f64) * 0.01).ceil().max(1.0) as usize
+    }
+
+    /// Writes `losses.csv` (per step), `summary.json` and `losses.png` (Figure 14a) into `out`,
+    /// for a breakdown over `images` images of a checkpoint at `checkpoint_step`.
+    pub fn write(&self, out: &Path, images: usize, checkpoint_step: u64) -> Result<()> {
+        let share = self.cumulative_share();
+        let mut table = Table::new(vec!["t", "vlb_bpd", "eps_mse", "x0_mse", "cum_share"]);
+        for (s, c) in self.steps.iter().zip(&share) {
+            table.push(vec![
+                s.t.to_string(),
+                format!("{:.6e}", s.vlb_bpd),
+                format!("{:.6e}", s.eps_mse),
+                format!("{:.6e}", s.x0_mse),
+                format!("{c:.6}"),
+            ]);
+        }
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        table.write_csv(out.join("losses.csv"))?;
+        let one_pct = self.one_percent_steps();
+        let summary = serde_json::json!({
+            "total_bpd": self.total_bpd(),
+            "prior_bpd": self.prior_bpd,
+            "share_first_step": share[0],
+            "share_first_1pct_steps": share[one_pct - 1],
+            "first_1pct_steps": one_pct,
+            "images": images,
+            "checkpoint_step": checkpoint_step,
+        });
+        write_json(out.join("summary.json"), &summary)?;
+        let ts: Vec<f64> = self.steps.iter().map(|s| s.t as f64).collect();
+        let series = |name: &str, ys: Vec<f64>| Series {
+            name: name.into(),
+            xs: ts.clone(),
+            ys,
+            band: None,
+        };
+        let fig = Figure {
+            panels: vec![
+                Panel {
+                    title: "VLB term per step".into(),
+                    x_label: "t".into(),
+                    y_label: "bits/dim".into(),
+                    series: vec![series(
+                        "L_t",
+                        self.steps.iter().map(|s| s.vlb_bpd.max(1e-8)).collect(),
+                    )],
+                    log_y: true,
+                    hlines: vec![],
+                },
+                Panel {
+                    title: "cumulative share of the VLB".into(),
+                    x_label: "t".into(),
+                    y_label: "share".into(),
+                    series: vec![series("cum. share", share.clone())],
+                    log_y: false,
+                    hlines: vec![],
+                },
+                Panel {
+                    title: "MSE per step".into(),
+                    x_label: "t".into(),
+                    y_label: "mse".into(),
+                    series: vec![
+                        series(
+                            "eps",
+                            self.steps.iter().map(|s| s.eps_mse.max(1e-8)).collect(),
+                        ),
+                        series(
+                            "x0",
+                            self.steps.iter().map(|s| s.x0_mse.max(1e-8)).collect(),
+                        ),
+                    ],
+                    log_y: true,
+                    hlines: vec![],
+                },
+            ],
+            width: 1500,
+            height: 450,
+        };
+        fig.save_png(out.join("losses.png"))?;
+        Ok(())
+    }
 }

@@ -2,6 +2,7 @@
 //! per-step loss terms (the SNR analysis needs no model and lives in daed-eval).
 pub mod losses;
 pub mod recon;
+pub mod switch;
 pub mod transfer;
 
 use daed_io::images::ImageSet;

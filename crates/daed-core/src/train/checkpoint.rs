@@ -89,22 +89,7 @@ pub struct Checkpoint {
     pub config: ExperimentConfig,
 }
 
-/// Largest image side a checkpoint may declare.
-pub const MAX_IMAGE_SIDE: usize = 4096;
-
-/// Checks an image shape `[C, H, W]` read from a file: 1 or 3 channels, sides in
-/// 1..=[`MAX_IMAGE_SIDE`].
-pub fn check_image_shape([c, h, w]: [usize; 3]) -> std::result::Result<(), String> {
-    if !(c == 1 || c == 3) {
-        return Err(format!("image_shape has {c} channels (1 or 3 expected)"));
-    }
-    if !(1..=MAX_IMAGE_SIDE).contains(&h) || !(1..=MAX_IMAGE_SIDE).contains(&w) {
-        return Err(format!(
-            "image_shape {h}x{w} is out of range (sides from 1 to {MAX_IMAGE_SIDE})"
-        ));
-    }
-    Ok(())
-}
+pub use crate::config::{check_image_shape, MAX_IMAGE_SIDE};
 
 /// SHA-256 of `b` as lower-case hex.
 pub fn sha256_hex(b: &[u8]) -> String {

@@ -1,6 +1,7 @@
 //! Training: AdamW and EMA over named parameters, checkpoints, and the loop.
 pub mod checkpoint;
 pub mod doctor;
+pub mod dynamics;
 pub mod optim;
 pub mod trainer;
 

@@ -406,15 +406,12 @@ impl<M: DiffusionNet> Trainer<M> {
                 None => return Ok(()),
             }
         }
-        let line =
-            serde_json::json!({"train_step": self.step, "t": steps, "vlb_bpd": vals}).to_string();
-        let path = self.run_dir.join("dynamics.jsonl");
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        writeln!(f, "{line}").map_err(|e| Error::io(&path, e))
+        let record = super::dynamics::Record {
+            t: steps,
+            train_step: self.step,
+            vlb_bpd: vals,
+        };
+        super::dynamics::append(&self.run_dir, &record)
     }
 
     /// Trains until `train.steps`, logging, sampling and checkpointing on the way.

@@ -1,0 +1,323 @@
+//! The switch-point sweep (paper Figures 4 and 5): on one trained DDGM, a DAE for each beta1
+//! (two-stage), every model sampled from the same noise, scored with FID, precision and recall
+//! against the training data, and placed by the log-SNR at its switch step.
+use std::path::{Path, PathBuf};
+
+use burn::tensor::Device;
+use daed_io::images::ImageSet;
+use daed_io::plot::{Figure, Panel, Series};
+use daed_io::table::{write_json, Table};
+use serde::Serialize;
+
+use crate::config::{DaeLoss, DaedMode, ModelKind};
+use crate::daed::{switch_index, DaedNets};
+use crate::metrics::evaluate::{compute_features, compute_metrics, MetricSet, SetFeatures};
+use crate::metrics::{FidInception, Preprocess};
+use crate::model::DiffusionNet;
+use crate::sample::SampleOptions;
+use crate::train::trainer::load_data;
+use crate::train::{Checkpoint, Observer, Trainer};
+use crate::{Error, Result};
+
+/// What the sweep runs.
+#[derive(Clone, Debug)]
+pub struct SwitchSettings {
+    /// The beta1 values, one DAE each.
+    pub beta1: Vec<f64>,
+    /// Training steps of each DAE (an existing DAE run with at least this many is reused).
+    pub dae_steps: u64,
+    /// Samples per model for the metrics.
+    pub n: usize,
+    /// Training images used as the reference.
+    pub reference_n: usize,
+    /// Sampling options (the same noise for every model).
+    pub sampling: SampleOptions,
+    /// Images per forward pass.
+    pub batch_size: usize,
+    /// The device name (auto, flex, cuda, ...).
+    pub device: String,
+    /// Where the DAE runs go (`DIR/dae_beta1_*`) and the outputs are written.
+    pub out: PathBuf,
+}
+
+impl SwitchSettings {
+    /// Checks the counts before any work.
+    pub fn validate(&self) -> Result<()> {
+        if self.n < 2 || self.batch_size == 0 || self.reference_n < 2 {
+            return Err(Error::Invalid(
+                "--n and --reference-n must be at least 2 (FID), --batch-size at least 1".into(),
+            ));
+        }
+        if let Some(b) = self.beta1.iter().find(|b| !(**b > 0.0 && **b < 1.0)) {
+            return Err(Error::Invalid(format!("beta1 must be in (0, 1), got {b}")));
+        }
+        self.sampling.validate()
+    }
+}
+
+/// Progress of the sweep, for the caller to show.
+pub trait SwitchProgress {
+    /// The observer of one DAE's training.
+    fn training(&mut self, beta1: f64, dir: &Path) -> Box<dyn Observer + '_>;
+    /// `done` of `total` units of the stage `what` (sampling or features of one model).
+    fn stage(&mut self, what: &str, done: usize, total: usize);
+}
+
+/// One model of the sweep: the DDGM itself (k = 0) or a DAED.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwitchRow {
+    /// `DDGM` or `beta1=B`.
+    pub model: String,
+    /// The DAE's noise level (0 for the DDGM).
+    pub beta1: f64,
+    /// The switch step k (0 for the DDGM).
+    pub k: usize,
+    /// Mean log-SNR over the data at step k (None for the DDGM).
+    pub log_snr: Option<f64>,
+    /// FID against the reference.
+    pub fid: f64,
+    /// Improved precision.
+    pub precision: f64,
+    /// Improved recall.
+    pub recall: f64,
+    /// The samples (for the grids).
+    #[serde(skip)]
+    pub samples: ImageSet,
+}
+
+/// The sweep's result.
+#[derive(Clone, Debug)]
+pub struct SwitchStudy {
+    /// The DDGM first, then one row per beta1.
+    pub rows: Vec<SwitchRow>,
+}
+
+/// The two-stage DAED config for `beta1` on the DDGM `ck`, writing to `dir`.
+fn dae_config(
+    ck: &Checkpoint,
+    b: f64,
+    s: &SwitchSettings,
+    dir: &Path,
+) -> crate::config::ExperimentConfig {
+    let mut cfg = ck.config.clone();
+    cfg.name = format!("dae_beta1_{b}");
+    cfg.model = ModelKind::Daed;
+    cfg.daed.beta1 = b;
+    cfg.daed.mode = DaedMode::TwoStage;
+    cfg.daed.ddgm = Some(ck.dir.clone());
+    cfg.daed.dae_loss = DaeLoss::Mse;
+    cfg.train.steps = s.dae_steps;
+    cfg.train.out_dir = Some(dir.to_path_buf());
+    cfg.train.checkpoint_every = s.dae_steps.max(1);
+    cfg.train.sample_every = 0;
+    cfg.sample.n = 16;
+    cfg.sample.respacing = s.sampling.respacing.clone();
+    cfg.device = s.device.clone();
+    cfg
+}
+
+/// Trains the DAE for `b` unless a run with enough steps is there; returns its directory.
+fn ensure_dae(
+    ck: &Checkpoint,
+    b: f64,
+    s: &SwitchSettings,
+    data: &ImageSet,
+    progress: &mut dyn SwitchProgress,
+) -> Result<PathBuf> {
+    let dir = s.out.join(format!("dae_beta1_{b}"));
+    let done = Checkpoint::open(&dir).is_ok_and(|c| c.state.step >= s.dae_steps);
+    if !done {
+        let mut t = Trainer::<DaedNets>::new(dae_config(ck, b, s, &dir), data.clone())?;
+        t.run(progress.training(b, &dir).as_mut())?;
+    }
+    Ok(dir)
+}
+
+fn draw<M: DiffusionNet>(
+    net: &M,
+    d: &crate::diffusion::GaussianDiffusion,
+    shape: [usize; 3],
+    s: &SwitchSettings,
+    device: &Device,
+    what: &str,
+    progress: &mut dyn SwitchProgress,
+) -> Result<ImageSet> {
+    let mut tick = |k, total| progress.stage(what, k, total);
+    let imgs = net.sample(d, shape, s.n, s.batch_size, &s.sampling, device, &mut tick)?;
+    Ok(ImageSet::from_f32(shape[0], shape[1], shape[2], &imgs))
+}
+
+fn features(
+    net: &FidInception,
+    set: &ImageSet,
+    batch: usize,
+    what: &str,
+    progress: &mut dyn SwitchProgress,
+) -> Result<SetFeatures> {
+    let mut tick = |k, total| progress.stage(what, k, total);
+    compute_features(
+        net,
+        Preprocess::PytorchFid,
+        set,
+        batch.min(50),
+        true,
+        false,
+        &mut tick,
+    )
+}
+
+/// Runs the sweep on the DDGM `ck` with the FID network `inception` (its weights named by
+/// `weights` in messages).
+pub fn run_switch(
+    ck: &Checkpoint,
+    inception: &FidInception,
+    weights: &str,
+    s: &SwitchSettings,
+    progress: &mut dyn SwitchProgress,
+) -> Result<SwitchStudy> {
+    s.validate()?;
+    if ck.config.model != ModelKind::Ddgm {
+        return Err(Error::ckpt(&ck.dir, "the sweep needs a DDGM checkpoint"));
+    }
+    let device = crate::device::resolve(&s.device)?;
+    let mut data_cfg = ck.config.clone();
+    data_cfg.data.limit = None;
+    let data = load_data(&data_cfg)?;
+    // The DAEs train on the DDGM's own data: the set above unless the DDGM used a limit.
+    let train_data = match ck.config.data.limit {
+        None => data.clone(),
+        Some(_) => load_data(&ck.config)?,
+    };
+    let shape = ck.state.image_shape;
+    let (ddgm, d) = ck.load_unet(true, &device)?;
+    let snr = daed_eval::snr::snr_curve(
+        "data",
+        &daed_eval::snr::image_powers(&data),
+        &d.alphas_cumprod,
+    )?;
+    let mut models = vec![(
+        "DDGM".to_string(),
+        0.0,
+        0,
+        draw(&ddgm, &d, shape, s, &device, "sample DDGM", progress)?,
+    )];
+    for &b in &s.beta1 {
+        let dir = ensure_dae(ck, b, s, &train_data, progress)?;
+        let (nets, dd) = Checkpoint::open(&dir)?.load_model::<DaedNets>(true, &device)?;
+        let label = format!("beta1={b}");
+        let samples = draw(
+            &nets,
+            &dd,
+            shape,
+            s,
+            &device,
+            &format!("sample {label}"),
+            progress,
+        )?;
+        models.push((label, b, switch_index(&d.alphas_cumprod, b), samples));
+    }
+    let reference = data.take(s.reference_n);
+    let ref_f = features(
+        inception,
+        &reference,
+        s.batch_size,
+        "inception reference",
+        progress,
+    )?;
+    let which = MetricSet {
+        fid: true,
+        pr: true,
+        ..Default::default()
+    };
+    let mut rows = Vec::new();
+    for (model, beta1, k, samples) in models {
+        let what = format!("inception {model}");
+        let f = features(inception, &samples, s.batch_size, &what, progress)?;
+        let m = compute_metrics(&f, &ref_f, which, weights)?;
+        let pr = m.precision_recall.as_ref();
+        rows.push(SwitchRow {
+            model,
+            beta1,
+            k,
+            log_snr: (k > 0).then(|| snr.mean[k - 1]),
+            fid: m.fid.as_ref().map_or(f64::NAN, |x| x.value),
+            precision: pr.map_or(f64::NAN, |x| x.precision),
+            recall: pr.map_or(f64::NAN, |x| x.recall),
+            samples,
+        });
+    }
+    Ok(SwitchStudy { rows })
+}
+
+impl SwitchStudy {
+    /// The table of `switch.csv`.
+    pub fn table(&self) -> Table {
+        let mut table = Table::new(["beta1", "k", "log_snr", "fid", "precision", "recall"]);
+        for r in &self.rows {
+            table.push([
+                if r.k == 0 {
+                    "ddgm".to_string()
+                } else {
+                    r.beta1.to_string()
+                },
+                r.k.to_string(),
+                format!("{:.4}", r.log_snr.unwrap_or(f64::INFINITY)),
+                format!("{:.3}", r.fid),
+                format!("{:.4}", r.precision),
+                format!("{:.4}", r.recall),
+            ]);
+        }
+        table
+    }
+
+    /// FID against the log-SNR at the switch, the DDGM's FID as a dashed line (Figure 4).
+    pub fn figure(&self) -> Figure {
+        let daed: Vec<&SwitchRow> = self.rows.iter().filter(|r| r.k > 0).collect();
+        Figure {
+            panels: vec![Panel {
+                title: "DAED: FID vs log-SNR at the switch".into(),
+                x_label: "log SNR at the split".into(),
+                y_label: "FID".into(),
+                series: vec![Series {
+                    name: "DAED".into(),
+                    xs: daed.iter().filter_map(|r| r.log_snr).collect(),
+                    ys: daed.iter().map(|r| r.fid).collect(),
+                    band: None,
+                }],
+                log_y: false,
+                hlines: self
+                    .rows
+                    .iter()
+                    .filter(|r| r.k == 0)
+                    .map(|r| r.fid)
+                    .collect(),
+            }],
+            width: 800,
+            height: 500,
+        }
+    }
+
+    /// Writes `switch.csv`, `summary.json`, `switch.png` and `switch_grids.png` (16 samples of
+    /// each model from the same noise, Figure 5) into `out`; returns their paths.
+    pub fn write(&self, out: &Path) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let paths = [
+            "switch.csv",
+            "summary.json",
+            "switch.png",
+            "switch_grids.png",
+        ]
+        .map(|f| out.join(f));
+        self.table().write_csv(&paths[0])?;
+        write_json(&paths[1], &self.rows)?;
+        self.figure().save_png(&paths[2])?;
+        let grids: Vec<(String, ImageSet)> = self
+            .rows
+            .iter()
+            .map(|r| (r.model.clone(), r.samples.take(16)))
+            .collect();
+        let items: Vec<(&str, &ImageSet)> = grids.iter().map(|(l, s)| (l.as_str(), s)).collect();
+        daed_io::grid::save_grids_side_by_side(&paths[3], &items, 4)?;
+        Ok(paths.to_vec())
+    }
+}
