@@ -3,7 +3,8 @@
 //! Modules follow the paper's concepts: [`diffusion`] (schedules, the forward and backward
 //! processes, losses, step samplers, samplers), [`nn`] (the U-Net), [`train`] (optimiser, EMA,
 //! checkpoints, the training loop), [`config`] (TOML experiment files).
-pub mod alloc;
+/// The caching global allocator (from `daed-kernels`).
+pub use daed_kernels::alloc;
 pub mod analysis;
 pub mod bench;
 pub mod config;

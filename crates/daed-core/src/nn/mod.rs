@@ -1,13 +1,10 @@
 //! Networks: improved-diffusion's U-Net (used both as the epsilon model and as the DAE).
 pub mod blocks;
-pub mod conv;
-#[cfg(feature = "flex")]
-mod flex_ops;
-pub mod norm;
-pub mod parallel;
-pub mod pool;
-pub mod softmax;
 pub mod unet;
+
+/// daed's own flex kernels (the `daed-kernels` crate), used here through burn's backend
+/// extension: the same calls run burn's operations on other backends.
+pub use daed_kernels::{conv, norm, parallel, pool, softmax};
 
 pub use unet::{UNet, UNetConfig};
 

@@ -12,7 +12,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
 use super::kernel::{self, Geom, Need};
-use crate::nn::flex_ops::{dense, enabled, f32s, flex_tensor, on_flex};
+use crate::flex_ops::{dense, enabled, f32s, flex_tensor, on_flex};
 use std::sync::OnceLock;
 
 /// Convolution with bias, as one backend operation daed implements itself.

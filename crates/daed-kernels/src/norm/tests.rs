@@ -3,7 +3,7 @@
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
 use super::{affine_act_burn, ext, group_stats_burn};
-use crate::nn::flex_ops::assert_close;
+use crate::flex_ops::assert_close;
 
 /// Position-dependent weights, so every element's gradient differs.
 fn ramp<const D: usize>(like: &Tensor<D>) -> Tensor<D> {

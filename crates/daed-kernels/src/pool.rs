@@ -170,7 +170,7 @@ mod ext {
     use burn::tensor::{Shape, Tensor};
     use std::sync::OnceLock;
 
-    use crate::nn::flex_ops::{dense, enabled, f32s, flex_tensor, on_flex};
+    use crate::flex_ops::{dense, enabled, f32s, flex_tensor, on_flex};
 
     use super::{pool_planes, Reduce, Window};
 

@@ -7,7 +7,7 @@ use super::ext;
 
 /// Agreement to 2e-5 of the largest magnitude.
 fn assert_close<const D: usize>(a: Tensor<D>, b: Tensor<D>, what: &str) {
-    crate::nn::flex_ops::assert_close(a, b, 2e-5, what);
+    crate::flex_ops::assert_close(a, b, 2e-5, what);
 }
 
 /// Input shape, weight shape, stride, padding.

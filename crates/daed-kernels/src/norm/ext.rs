@@ -10,7 +10,7 @@ use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, Tensor
 use burn::tensor::{Shape, Tensor};
 
 use super::kernel;
-use crate::nn::flex_ops::{dense, enabled, f32s, flex_tensor, on_flex};
+use crate::flex_ops::{dense, enabled, f32s, flex_tensor, on_flex};
 use std::sync::OnceLock;
 
 /// GroupNorm's two halves as backend operations daed implements itself.

@@ -2,13 +2,13 @@
 //! images per GEMM), forward and backward, on the CIFAR-10 / Fashion-MNIST U-Net conv shapes and
 //! the FID Inception's stem.
 //!
-//! `cargo run --release -p daed-core --example conv_probe [batch]`
+//! `cargo run --release -p daed-kernels --example conv_probe [batch]`
 use std::time::Instant;
 
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
-use daed_core::nn::conv::kernel::{self, Geom, Need};
+use daed_kernels::conv::kernel::{self, Geom, Need};
 
 /// Best of three timed runs after one warm-up, in seconds.
 fn time<F: FnMut()>(mut f: F) -> f64 {

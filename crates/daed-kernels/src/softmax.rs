@@ -54,7 +54,7 @@ mod ext {
     use burn::tensor::Tensor;
     use std::sync::OnceLock;
 
-    use crate::nn::flex_ops::{dense, enabled, f32s, flex_tensor, on_flex};
+    use crate::flex_ops::{dense, enabled, f32s, flex_tensor, on_flex};
 
     /// Softmax over the last dimension as a backend operation with daed's backward step.
     #[backend_extension(Flex, Autodiff)]

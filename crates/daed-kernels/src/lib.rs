@@ -1,0 +1,17 @@
+//! daed's own CPU kernels for burn's `flex` backend, and its allocator.
+//!
+//! Each operation is a burn backend extension with a hand-written backward step, so the model
+//! code (daed-core's `nn`) calls one function that runs this kernel on flex and burn's own
+//! operations on every other backend (CUDA, libtorch): `conv` (im2col + GEMM, forward and all
+//! gradients), `norm` (GroupNorm statistics; per-channel multiply-add + SiLU), `softmax` (last
+//! dimension), `pool` (max / inside-mean, inference), `parallel` (the two halves of a batch on two
+//! threads, inference). `DAED_CONV=burn`, `DAED_NORM=burn`, `DAED_SOFTMAX=burn` and
+//! `DAED_POOL=burn` switch back to burn's operations. `alloc` keeps large freed blocks for reuse.
+pub mod alloc;
+pub mod conv;
+#[cfg(feature = "flex")]
+mod flex_ops;
+pub mod norm;
+pub mod parallel;
+pub mod pool;
+pub mod softmax;
