@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::config::ExperimentConfig;
 use crate::metrics::inception::FidInception;
-use crate::model::DiffusionNet;
+use crate::model::Build;
 use crate::nn::UNet;
 use crate::rng::{Rng, Stream};
 use crate::train::Trainer;

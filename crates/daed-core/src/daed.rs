@@ -13,7 +13,7 @@ use crate::config::{ExperimentConfig, ModelKind};
 use crate::diffusion::loss::{discretized_gaussian_log_likelihood, mean_flat, LossTerms};
 use crate::diffusion::step_sampler::StepSamplerKind;
 use crate::diffusion::{GaussianDiffusion, ScheduleSpec};
-use crate::model::{build_unet, DiffusionNet};
+use crate::model::{build_unet, Build, Generate, Objective};
 use crate::nn::{EpsModel, UNet};
 use crate::{Error, Result};
 
@@ -89,7 +89,7 @@ impl EpsModel for DaedNets {
     }
 }
 
-impl DiffusionNet for DaedNets {
+impl Build for DaedNets {
     const KIND: ModelKind = ModelKind::Daed;
 
     fn process(cfg: &ExperimentConfig) -> Result<GaussianDiffusion> {
@@ -99,10 +99,6 @@ impl DiffusionNet for DaedNets {
             cfg.diffusion.var_type(),
         )?
         .0)
-    }
-
-    fn sampling_process(d: &GaussianDiffusion, respacing: &str) -> Result<GaussianDiffusion> {
-        daed_sampling_process(d, respacing)
     }
 
     fn step_sampler(cfg: &ExperimentConfig) -> StepSamplerKind {
@@ -124,6 +120,40 @@ impl DiffusionNet for DaedNets {
         })
     }
 
+    fn prepare(mut self, cfg: &ExperimentConfig, shape: [usize; 3]) -> Result<Self> {
+        if cfg.daed.mode != DaedMode::TwoStage {
+            return Ok(self);
+        }
+        let path = cfg
+            .daed
+            .ddgm
+            .as_ref()
+            .ok_or_else(|| Error::Invalid("daed.ddgm is not set".into()))?;
+        let ck = crate::train::Checkpoint::open(path)?;
+        if ck.config.model != ModelKind::Ddgm {
+            return Err(Error::ckpt(
+                &ck.dir,
+                format!(
+                    "daed.ddgm must be a DDGM checkpoint, this one is `{}`",
+                    ck.config.model
+                ),
+            ));
+        }
+        check_compatible(&ck.config, ck.state.image_shape, cfg, shape)
+            .map_err(|e| Error::ckpt(&ck.dir, e.to_string()))?;
+        let arrays = ck.tensors(crate::train::checkpoint::TensorFile::Ema)?;
+        self.generator = crate::tensor_io::load_module(
+            self.generator,
+            &arrays,
+            "",
+            &ck.dir
+                .join(crate::train::checkpoint::TensorFile::Ema.name()),
+        )?;
+        Ok(self)
+    }
+}
+
+impl Objective for DaedNets {
     fn losses(
         &self,
         cfg: &ExperimentConfig,
@@ -171,37 +201,11 @@ impl DiffusionNet for DaedNets {
             vb: None,
         }
     }
+}
 
-    fn prepare(mut self, cfg: &ExperimentConfig, shape: [usize; 3]) -> Result<Self> {
-        if cfg.daed.mode != DaedMode::TwoStage {
-            return Ok(self);
-        }
-        let path = cfg
-            .daed
-            .ddgm
-            .as_ref()
-            .ok_or_else(|| Error::Invalid("daed.ddgm is not set".into()))?;
-        let ck = crate::train::Checkpoint::open(path)?;
-        if ck.config.model != ModelKind::Ddgm {
-            return Err(Error::ckpt(
-                &ck.dir,
-                format!(
-                    "daed.ddgm must be a DDGM checkpoint, this one is `{}`",
-                    ck.config.model
-                ),
-            ));
-        }
-        check_compatible(&ck.config, ck.state.image_shape, cfg, shape)
-            .map_err(|e| Error::ckpt(&ck.dir, e.to_string()))?;
-        let arrays = ck.tensors(crate::train::checkpoint::TensorFile::Ema)?;
-        self.generator = crate::tensor_io::load_module(
-            self.generator,
-            &arrays,
-            "",
-            &ck.dir
-                .join(crate::train::checkpoint::TensorFile::Ema.name()),
-        )?;
-        Ok(self)
+impl Generate for DaedNets {
+    fn sampling_process(d: &GaussianDiffusion, respacing: &str) -> Result<GaussianDiffusion> {
+        daed_sampling_process(d, respacing)
     }
 
     fn sample(

@@ -10,8 +10,9 @@ use crate::nn::UNet;
 use crate::sample::SampleOptions;
 use crate::{Error, Result};
 
-/// A trainable diffusion model: its process, its networks and its per-sample losses.
-pub trait DiffusionNet: Module + Clone + Sized {
+/// What a diffusion model is and how it is built: its tag, its process, its step sampler and
+/// its networks (from the config, for images of a shape).
+pub trait Build: Module + Clone + Sized {
     /// The tag stored in checkpoints (`ddgm`, `daed`).
     const KIND: ModelKind;
     /// The diffusion process the model is trained on.
@@ -20,11 +21,6 @@ pub trait DiffusionNet: Module + Clone + Sized {
     fn step_sampler(cfg: &ExperimentConfig) -> StepSamplerKind {
         cfg.diffusion.step_sampler
     }
-    /// The process sampling runs over for a respacing spec ("" = every step); an invalid spec
-    /// is an error here, so it can be checked before any work.
-    fn sampling_process(d: &GaussianDiffusion, respacing: &str) -> Result<GaussianDiffusion> {
-        crate::sample::sampling_diffusion(d, respacing)
-    }
     /// Freshly initialised networks for images of `shape` [C, H, W].
     fn build(
         cfg: &ExperimentConfig,
@@ -32,6 +28,14 @@ pub trait DiffusionNet: Module + Clone + Sized {
         shape: [usize; 3],
         device: &Device,
     ) -> Result<Self>;
+    /// Completes freshly built networks before training (DAED two-stage loads the DDGM).
+    fn prepare(self, _cfg: &ExperimentConfig, _shape: [usize; 3]) -> Result<Self> {
+        Ok(self)
+    }
+}
+
+/// What training minimises: the per-sample losses (and the VLB probe of the training dynamics).
+pub trait Objective: Build {
     /// Per-sample losses of x0 at steps `ts` (sorted ascending) with noise `eps`.
     fn losses(
         &self,
@@ -52,9 +56,14 @@ pub trait DiffusionNet: Module + Clone + Sized {
     ) -> Option<Tensor<1>> {
         None
     }
-    /// Completes freshly built networks before training (DAED two-stage loads the DDGM).
-    fn prepare(self, _cfg: &ExperimentConfig, _shape: [usize; 3]) -> Result<Self> {
-        Ok(self)
+}
+
+/// How the model draws images: its sampling process and the sampling itself.
+pub trait Generate: Build {
+    /// The process sampling runs over for a respacing spec ("" = every step); an invalid spec
+    /// is an error here, so it can be checked before any work.
+    fn sampling_process(d: &GaussianDiffusion, respacing: &str) -> Result<GaussianDiffusion> {
+        crate::sample::sampling_diffusion(d, respacing)
     }
     /// Draws `n` images [n, C, H, W] in [-1, 1] from pure noise.
     #[allow(clippy::too_many_arguments)]
@@ -70,6 +79,12 @@ pub trait DiffusionNet: Module + Clone + Sized {
     ) -> Result<Vec<f32>>;
 }
 
+/// A whole diffusion model as the trainer, the checkpoints and the commands see it: the three
+/// jobs above, each its own trait.
+pub trait DiffusionNet: Build + Objective + Generate {}
+
+impl<M: Build + Objective + Generate> DiffusionNet for M {}
+
 /// Builds the U-Net a config describes for images of `shape` [C, H, W] with `out` outputs.
 pub fn build_unet(
     cfg: &ExperimentConfig,
@@ -83,10 +98,10 @@ pub fn build_unet(
             shape[1], shape[2]
         )));
     }
-    UNet::new(&cfg.unet, shape[0], shape[1], out, device)
+    cfg.unet.init(shape[0], shape[1], out, device)
 }
 
-impl DiffusionNet for UNet {
+impl Build for UNet {
     const KIND: ModelKind = ModelKind::Ddgm;
 
     fn process(cfg: &ExperimentConfig) -> Result<GaussianDiffusion> {
@@ -101,7 +116,9 @@ impl DiffusionNet for UNet {
     ) -> Result<Self> {
         build_unet(cfg, shape, d.model_out_channels(shape[0]), device)
     }
+}
 
+impl Objective for UNet {
     fn losses(
         &self,
         cfg: &ExperimentConfig,
@@ -126,7 +143,9 @@ impl DiffusionNet for UNet {
         let out = self.forward(xt.clone(), &d.model_timesteps_f32(ts));
         Some(d.vb_terms_bpd(out, x0, xt, ts))
     }
+}
 
+impl Generate for UNet {
     fn sample(
         &self,
         d: &GaussianDiffusion,

@@ -5,7 +5,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use daed_core::config::{ExperimentConfig, ModelKind};
 use daed_core::daed::{DaedMode, DaedNets};
 use daed_core::diffusion::step_sampler::StepSamplerKind;
-use daed_core::model::DiffusionNet;
+use daed_core::model::{Generate, Objective};
 use daed_core::nn::UNet;
 use daed_core::sample::{noise, Method, SampleOptions};
 use daed_core::tensor_io::{module_arrays, to_vec};

@@ -47,6 +47,18 @@ impl Default for UNetConfig {
 }
 
 impl UNetConfig {
+    /// Builds the U-Net this config describes (burn's `Config::init` pattern) for
+    /// `channels`-channel images of `image_size` px with `out_channels` outputs.
+    pub fn init(
+        &self,
+        channels: usize,
+        image_size: usize,
+        out_channels: usize,
+        device: &Device,
+    ) -> Result<UNet> {
+        UNet::new(self, channels, image_size, out_channels, device)
+    }
+
     /// The channel multipliers used for `image_size`.
     pub fn mults(&self, image_size: usize) -> Vec<usize> {
         if !self.channel_mult.is_empty() {
