@@ -64,7 +64,7 @@ fi
 # Hash every output file; JSON and JSONL without the timing fields.
 hashes() {
   cd "$work"
-  find . -type f ! -name '*.tmp-*' ! -name 'latest' ! -name 'state.json' ! -name 'config.toml' \
+  find . -type f ! -name '*.tmp-*' ! -name '.lock' ! -name 'latest' ! -name 'state.json' ! -name 'config.toml' \
        ! -name 'cfg.toml' ! -name '*.toml' | sort | while read -r f; do
     case "$f" in
       *.json|*.jsonl)

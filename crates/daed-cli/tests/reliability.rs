@@ -511,3 +511,33 @@ fn leftovers_of_killed_writes_are_found_and_cleaned() {
     assert!(ok && t.contains("healthy"), "{t}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// While a run trains, its directory is locked: `daed doctor --repair` (and a second trainer)
+/// is refused instead of changing files under it.
+#[test]
+fn a_training_run_locks_its_directory() {
+    let dir = tmp("lock");
+    let cfg = write_config(&dir, &config(100_000, 50_000, ""));
+    let run = dir.join("run");
+    let mut child = cmd(
+        &["train", "--config", &cfg, "--out", run.to_str().unwrap()],
+        &[],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    // Wait for the first log line: the lock is taken before it.
+    let start = Instant::now();
+    while !run.join("log.jsonl").is_file() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::create_dir_all(run.join("checkpoints")).unwrap();
+    std::fs::write(run.join("checkpoints/latest.tmp-4194399"), "x").unwrap();
+    let (ok, t) = daed(&["doctor", run.to_str().unwrap(), "--repair"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!ok && t.contains("another daed process"), "{t}");
+    assert!(run.join("checkpoints/latest.tmp-4194399").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

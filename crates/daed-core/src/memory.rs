@@ -186,8 +186,8 @@ pub fn sampling_bytes(
     mul(values, 4)
 }
 
-/// Memory this process may still take: `MemAvailable` plus free swap from `/proc/meminfo`
-/// (`None` where that file does not exist).
+/// Memory this process may still take: `MemAvailable` plus free swap from `/proc/meminfo`,
+/// capped by the cgroup's `memory.max` less its use (`None` where `/proc/meminfo` does not exist).
 pub fn available_bytes() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let field = |key: &str| {
@@ -196,7 +196,17 @@ pub fn available_bytes() -> Option<u64> {
             .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
     };
     let kb = field("MemAvailable:")?.checked_add(field("SwapFree:").unwrap_or(0))?;
-    kb.checked_mul(1024)
+    let host = kb.checked_mul(1024)?;
+    // A container's or a job's own limit (cgroup v2), when it has one.
+    let read = |f: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{f}"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    match (read("memory.max"), read("memory.current")) {
+        (Some(max), used) => Some(host.min(max.saturating_sub(used.unwrap_or(0)))),
+        (None, _) => Some(host),
+    }
 }
 
 /// GiB, for messages.

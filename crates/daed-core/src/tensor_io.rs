@@ -128,43 +128,51 @@ pub fn module_arrays<M: Module>(module: &M, prefix: &str) -> Result<BTreeMap<Str
         .collect()
 }
 
-/// Loads parameters from `arrays` (keys `prefix + path`); every parameter must be present with
-/// the right shape. `origin` names the file in errors.
+/// Loads parameters from `arrays` (keys `prefix + path`): every parameter must be present with
+/// exactly its shape (a square weight stored transposed has the right count and the wrong
+/// shape), and every array under `prefix` must be used. `origin` names the file in errors.
 pub fn load_module<M: Module>(
     module: M,
     arrays: &BTreeMap<String, NamedArray>,
     prefix: &str,
     origin: &Path,
 ) -> Result<M> {
-    let mut err: Option<Error> = None;
-    let m = map_params(module, &mut |path, _, cur| {
-        if err.is_some() {
-            return None;
-        }
-        let key = format!("{prefix}{path}");
-        let n = cur.dims()[0];
+    let mut used = std::collections::BTreeSet::new();
+    for p in params(&module) {
+        let key = format!("{prefix}{}", p.path);
         match arrays.get(&key) {
-            None => {
-                err = Some(Error::ckpt(origin, format!("missing tensor `{key}`")));
-                None
-            }
-            Some(a) if a.data.len() != n => {
-                err = Some(Error::ckpt(
+            None => return Err(Error::ckpt(origin, format!("missing tensor `{key}`"))),
+            Some(a) if a.shape != p.shape || a.data.len() != p.shape.iter().product::<usize>() => {
+                return Err(Error::ckpt(
                     origin,
-                    format!("tensor `{key}` has shape {:?} ({} values) but the model needs {n} values: the checkpoint was made for another architecture", a.shape, a.data.len()),
-                ));
-                None
+                    format!(
+                        "tensor `{key}` has shape {:?} ({} values) but the model needs {:?}: the \
+                         checkpoint was made for another architecture",
+                        a.shape,
+                        a.data.len(),
+                        p.shape
+                    ),
+                ))
             }
-            Some(a) => Some(Tensor::from_data(
-                TensorData::new(a.data.clone(), [n]),
-                &cur.device(),
-            )),
-        }
-    });
-    match err {
-        Some(e) => Err(e),
-        None => Ok(m),
+            Some(_) => used.insert(key),
+        };
     }
+    if let Some(extra) = arrays
+        .keys()
+        .find(|k| k.starts_with(prefix) && !used.contains(*k))
+    {
+        return Err(Error::ckpt(
+            origin,
+            format!("tensor `{extra}` is not a parameter of the model: the checkpoint was made for another architecture"),
+        ));
+    }
+    Ok(map_params(module, &mut |path, _, cur| {
+        let a = &arrays[&format!("{prefix}{path}")];
+        Some(Tensor::from_data(
+            TensorData::new(a.data.clone(), [a.data.len()]),
+            &cur.device(),
+        ))
+    }))
 }
 
 /// Host copy of a flat tensor.
@@ -197,7 +205,7 @@ pub fn safetensors_bytes(
         offset = end;
     }
     let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).expect("json");
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut out = Vec::with_capacity(8 + h.len() + offset);

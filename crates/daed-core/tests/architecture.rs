@@ -37,12 +37,7 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         for (i, _) in code.match_indices("crate::") {
             let rest = &code[i + 7..];
             if let Some(group) = rest.strip_prefix('{') {
-                let group = &group[..group.find('}').unwrap_or(group.len())];
-                for part in group.split(',') {
-                    if let Some((m, _)) = part.trim().split_once("::") {
-                        names.insert(m.to_string());
-                    }
-                }
+                names.extend(top_level_modules(group));
             } else if let Some((m, _)) = rest.split_once("::") {
                 names.insert(m.to_string());
             }
@@ -51,6 +46,31 @@ fn imports(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         graph.entry(top).or_default().extend(names);
     }
     graph
+}
+
+/// The first path segment of each top-level item of a `use crate::{...}` group (`group` starts
+/// after the opening brace; nested braces are skipped by depth).
+fn top_level_modules(group: &str) -> Vec<String> {
+    let (mut depth, mut item, mut out) = (0usize, String::new(), Vec::new());
+    for c in group.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(std::mem::take(&mut item));
+                continue;
+            }
+            _ => {}
+        }
+        if depth == 0 || c == '{' {
+            item.push(c);
+        }
+    }
+    out.push(item);
+    out.iter()
+        .filter_map(|i| i.trim().split_once("::").map(|(m, _)| m.trim().to_string()))
+        .collect()
 }
 
 fn reaches(graph: &BTreeMap<String, BTreeSet<String>>, from: &str, to: &str) -> bool {
@@ -128,6 +148,10 @@ fn daed_cli_functions_stay_short() {
     assert!(
         long.is_empty(),
         "daed-cli functions over 60 lines: {long:?}"
+    );
+    assert_eq!(
+        top_level_modules("a::{X, y::{Z}}, b::W, c::{self}} rest"),
+        vec!["a", "b", "c"]
     );
     let sample = "fn a() {\n    x();\n}\n";
     assert_eq!(function_lengths(sample), vec![("a".to_string(), 3)]);

@@ -65,7 +65,7 @@ impl StatsAccumulator {
     /// value (naming the row and column).
     pub fn add(&mut self, features: &[f32]) -> Result<()> {
         let d = self.dim;
-        if d == 0 || features.len() % d != 0 {
+        if d == 0 || !features.len().is_multiple_of(d) {
             return Err(invalid!(
                 "{} values is not a whole number of {d}-dimensional feature vectors",
                 features.len()

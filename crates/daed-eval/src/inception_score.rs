@@ -30,7 +30,7 @@ pub fn inception_score(
             "need at least 2 classes and a split size of at least 1 (got {classes} and {split_size})"
         ));
     }
-    if logits.is_empty() || logits.len() % classes != 0 {
+    if logits.is_empty() || !logits.len().is_multiple_of(classes) {
         return Err(invalid!(
             "{} logits is not a non-empty whole number of {classes}-way rows",
             logits.len()

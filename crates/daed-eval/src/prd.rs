@@ -230,7 +230,7 @@ pub fn prd(reference: &[f32], eval: &[f32], dim: usize, opts: &PrdOptions) -> Re
     if dim == 0 || reference.is_empty() || eval.is_empty() {
         return Err(invalid!("PRD needs non-empty feature sets"));
     }
-    if reference.len() % dim != 0 || eval.len() % dim != 0 {
+    if !reference.len().is_multiple_of(dim) || !eval.len().is_multiple_of(dim) {
         return Err(invalid!(
             "feature lengths are not multiples of the dimension {dim}"
         ));

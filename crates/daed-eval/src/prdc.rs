@@ -28,7 +28,7 @@ pub struct PrecisionRecall {
 }
 
 fn check(features: &[f32], dim: usize, what: &str) -> Result<usize> {
-    if dim == 0 || features.is_empty() || features.len() % dim != 0 {
+    if dim == 0 || features.is_empty() || !features.len().is_multiple_of(dim) {
         return Err(invalid!(
             "{what}: {} values is not a non-empty whole number of {dim}-dimensional vectors",
             features.len()

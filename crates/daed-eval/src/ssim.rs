@@ -93,7 +93,7 @@ fn check_options(o: &SsimOptions) -> Result<()> {
     if !o.data_min.is_finite() {
         return Err(invalid!("SSIM data_min must be finite, got {}", o.data_min));
     }
-    if o.win_size == 0 || o.win_size % 2 == 0 {
+    if o.win_size == 0 || o.win_size.is_multiple_of(2) {
         return Err(invalid!("SSIM window size must be odd, got {}", o.win_size));
     }
     if !(o.sigma.is_finite() && o.sigma > 0.0) {
@@ -366,7 +366,7 @@ where
             b.len()
         ));
     }
-    if a.is_empty() || a.len() % per != 0 {
+    if a.is_empty() || !a.len().is_multiple_of(per) {
         return Err(invalid!(
             "{} values is not a whole, non-zero number of {c}x{h}x{w} images",
             a.len()

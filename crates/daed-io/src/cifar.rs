@@ -47,7 +47,7 @@ fn parse_into(bytes: &[u8], kind: CifarKind, origin: &Path, out: &mut ImageSet) 
     if bytes.is_empty() {
         return Err(Error::format(origin, "empty CIFAR file"));
     }
-    if bytes.len() % record != 0 {
+    if !bytes.len().is_multiple_of(record) {
         return Err(Error::format(
             origin,
             format!(

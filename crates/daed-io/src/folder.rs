@@ -72,11 +72,10 @@ pub fn list_files(dir: &Path) -> Result<Vec<PathBuf>> {
 /// bytes or ASCII whitespace). The decoder fills a JPEG cut short with gray without an error, so a
 /// truncated download would otherwise enter a dataset silently.
 pub fn has_jpeg_end(bytes: &[u8]) -> bool {
-    let end = bytes
-        .iter()
-        .rposition(|&c| c != 0 && !c.is_ascii_whitespace())
-        .map_or(0, |i| i + 1);
-    bytes[..end].ends_with(&[0xff, 0xd9])
+    // A trailer after the marker (padding, a vendor's appended data) is allowed up to 4 KiB.
+    const TRAILER: usize = 4096;
+    let tail = &bytes[bytes.len().saturating_sub(TRAILER + 2)..];
+    tail.windows(2).any(|w| w == [0xff, 0xd9])
 }
 
 /// Decodes one image file and applies crop, resize and channel conversion; returns CHW bytes and (h, w).

@@ -32,7 +32,7 @@ impl ImageSet {
                 "image size {channels}x{height}x{width} has no pixels"
             )));
         }
-        if pixels.len() % per != 0 {
+        if !pixels.len().is_multiple_of(per) {
             return Err(Error::Invalid(format!(
                 "{} bytes is not a whole number of {channels}x{height}x{width} images",
                 pixels.len()
@@ -156,7 +156,7 @@ impl ImageSet {
     pub fn from_f32(c: usize, h: usize, w: usize, data: &[f32]) -> ImageSet {
         let per = c * h * w;
         assert!(
-            per > 0 && data.len() % per == 0,
+            per > 0 && data.len().is_multiple_of(per),
             "from_f32: {} values is not a whole number of {c}x{h}x{w} images",
             data.len()
         );

@@ -110,7 +110,7 @@ impl PlaneGeo {
 /// Pools each `h x w` plane of `x` (`planes * h * w` values).
 pub fn pool_planes(x: &[f32], [h, w]: [usize; 2], win: Window, reduce: Reduce) -> Option<Vec<f32>> {
     let (ho, wo) = (win.out_len(h)?, win.out_len(w)?);
-    if h * w == 0 || x.len() % (h * w) != 0 {
+    if h * w == 0 || !x.len().is_multiple_of(h * w) {
         return None;
     }
     let planes = x.len() / (h * w);

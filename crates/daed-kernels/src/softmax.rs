@@ -23,7 +23,7 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// gradient `dy`.
 pub fn softmax_backward(y: &[f32], dy: &[f32], row: usize) -> Vec<f32> {
     assert!(
-        row > 0 && y.len() % row == 0 && dy.len() == y.len(),
+        row > 0 && y.len().is_multiple_of(row) && dy.len() == y.len(),
         "softmax backward: lengths"
     );
     let mut dx = vec![0.0f32; y.len()];

@@ -43,10 +43,12 @@ pub struct SwitchSettings {
 impl SwitchSettings {
     /// Checks the counts before any work.
     pub fn validate(&self) -> Result<()> {
-        if self.n < 2 || self.batch_size == 0 || self.reference_n < 2 {
-            return Err(Error::Invalid(
-                "--n and --reference-n must be at least 2 (FID), --batch-size at least 1".into(),
-            ));
+        let need = daed_eval::prdc::PR_K + 1;
+        if self.n < need || self.reference_n < need || self.batch_size == 0 || self.dae_steps == 0 {
+            return Err(Error::Invalid(format!(
+                "--n and --reference-n must be at least {need} (precision/recall), --batch-size and \
+                 --dae-steps at least 1"
+            )));
         }
         if let Some(b) = self.beta1.iter().find(|b| !(**b > 0.0 && **b < 1.0)) {
             return Err(Error::Invalid(format!("beta1 must be in (0, 1), got {b}")));
@@ -63,19 +65,20 @@ pub trait SwitchProgress {
     fn stage(&mut self, what: &str, done: usize, total: usize);
 }
 
-/// One model of the sweep: the DDGM itself (k = 0) or a DAED.
+/// One model of the sweep: the DDGM itself (k = 0) or a DAED. (Fields in the order
+/// `summary.json` has always written them.)
 #[derive(Clone, Debug, Serialize)]
 pub struct SwitchRow {
-    /// `DDGM` or `beta1=B`.
-    pub model: String,
     /// The DAE's noise level (0 for the DDGM).
     pub beta1: f64,
+    /// FID against the reference.
+    pub fid: f64,
     /// The switch step k (0 for the DDGM).
     pub k: usize,
     /// Mean log-SNR over the data at step k (None for the DDGM).
     pub log_snr: Option<f64>,
-    /// FID against the reference.
-    pub fid: f64,
+    /// `DDGM` or `beta1=B`.
+    pub model: String,
     /// Improved precision.
     pub precision: f64,
     /// Improved recall.
@@ -190,11 +193,13 @@ pub fn run_switch(
     };
     let shape = ck.state.image_shape;
     let (ddgm, d) = ck.load_unet(true, &device)?;
-    let snr = daed_eval::snr::snr_curve(
-        "data",
-        &daed_eval::snr::image_powers(&data),
-        &d.alphas_cumprod,
-    )?;
+    // Mean over the data of log-SNR(x0, k) = ln P(x0) + ln(alpha_bar / (1 - alpha_bar)).
+    let powers = daed_eval::snr::image_powers(&data);
+    let mean_ln_p = powers.iter().map(|x| x.ln()).sum::<f64>() / powers.len().max(1) as f64;
+    let log_snr = |k: usize| {
+        let ab = d.alphas_cumprod[k - 1];
+        mean_ln_p + (ab / (1.0 - ab)).ln()
+    };
     let mut models = vec![(
         "DDGM".to_string(),
         0.0,
@@ -239,7 +244,7 @@ pub fn run_switch(
             model,
             beta1,
             k,
-            log_snr: (k > 0).then(|| snr.mean[k - 1]),
+            log_snr: (k > 0).then(|| log_snr(k)),
             fid: m.fid.as_ref().map_or(f64::NAN, |x| x.value),
             precision: pr.map_or(f64::NAN, |x| x.precision),
             recall: pr.map_or(f64::NAN, |x| x.recall),

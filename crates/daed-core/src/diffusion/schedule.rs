@@ -181,7 +181,8 @@ pub fn space_timesteps(num_timesteps: usize, spec: &str) -> Result<Vec<usize>> {
         };
         let mut cur = 0.0f64;
         for _ in 0..count {
-            all.push(start + cur.round() as usize);
+            // Python's `round`, as the reference: halves to even (2.5 -> 2), not away from 0.
+            all.push(start + cur.round_ties_even() as usize);
             cur += frac_stride;
         }
         start += size;

@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor};
 /// GroupNorm with 32 groups (fewer when the channel count is small), eps 1e-5.
 pub fn norm(channels: usize, device: &Device) -> GroupNorm {
     let mut groups = 32.min(channels);
-    while channels % groups != 0 {
+    while !channels.is_multiple_of(groups) {
         groups -= 1;
     }
     GroupNormConfig::new(groups, channels).init(device)

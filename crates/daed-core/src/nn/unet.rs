@@ -92,7 +92,13 @@ impl UNetConfig {
             return bad("channel_mult entries must be positive".into());
         }
         for &m in mults.iter().chain(std::iter::once(&mults[mults.len() - 1])) {
-            if (m * self.model_channels) % self.num_heads != 0 {
+            let Some(ch) = m.checked_mul(self.model_channels) else {
+                return bad(format!(
+                    "model_channels x channel_mult = {} x {m} is too large",
+                    self.model_channels
+                ));
+            };
+            if ch % self.num_heads != 0 {
                 return bad(format!(
                     "num_heads = {} does not divide {} channels (model_channels x channel_mult)",
                     self.num_heads,

@@ -204,7 +204,7 @@ pub fn save(
     write_synced(&tmp.join("state.json"), &json)?;
     if fin.exists() {
         // The same step written again (a resume redoing it): the same trajectory, replaced.
-        std::fs::remove_dir_all(&fin).map_err(|e| Error::io(&fin, e))?;
+        remove_checkpoint(&fin)?;
     }
     std::fs::rename(&tmp, &fin).map_err(|e| Error::io(&fin, e))?;
     daed_io::atomic::write_atomic(root.join("latest"), name.as_bytes())?;
@@ -215,10 +215,23 @@ pub fn save(
             .collect();
         let n = upto.len();
         for old in upto.into_iter().take(n.saturating_sub(keep)) {
-            std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+            remove_checkpoint(&old)?;
         }
     }
     Ok(fin)
+}
+
+/// Removes a checkpoint directory as one step: it is renamed to a temporary name first (so a kill
+/// during the removal leaves a leftover that the next run cleans, never a half checkpoint).
+fn remove_checkpoint(dir: &Path) -> Result<()> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    let doomed = dir.with_file_name(format!(
+        ".{}.tmp-{}",
+        name.unwrap_or_default(),
+        std::process::id()
+    ));
+    std::fs::rename(dir, &doomed).map_err(|e| Error::io(dir, e))?;
+    std::fs::remove_dir_all(&doomed).map_err(|e| Error::io(&doomed, e))
 }
 
 /// Checkpoint directories of a run (`step_N`, complete or not), oldest first.

@@ -241,7 +241,9 @@ fn rewind_log(path: &Path) -> Result<()> {
 }
 
 /// Carries out the repairs of `report` in `run_dir`; returns what was done, one line each.
+/// Refused while a training process holds the run's lock.
 pub fn repair(run_dir: &Path, report: &Report) -> Result<Vec<String>> {
+    let _lock = super::trainer::RunLock::acquire(run_dir)?;
     let mut done = Vec::new();
     for f in &report.findings {
         match &f.repair {

@@ -22,8 +22,15 @@ pub struct Record {
     pub t: Vec<usize>,
     /// Optimiser steps done.
     pub train_step: u64,
-    /// The VLB term at each of `t`, bits/dim.
+    /// The VLB term at each of `t`, bits/dim (a non-finite value is written as `null` and read
+    /// back as NaN).
+    #[serde(deserialize_with = "nan_for_null")]
     pub vlb_bpd: Vec<f64>,
+}
+
+fn nan_for_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<f64>, D::Error> {
+    let v: Vec<Option<f64>> = Deserialize::deserialize(d)?;
+    Ok(v.into_iter().map(|x| x.unwrap_or(f64::NAN)).collect())
 }
 
 /// Appends `record` to `run_dir/dynamics.jsonl` (one JSON line).

@@ -147,6 +147,36 @@ impl AdamW {
         }
         s
     }
+
+    /// Checks the moments read from a file against `module`: one `adam_m` and one `adam_v` of the
+    /// parameter's size for each parameter that has them, no other; `origin` names the file.
+    pub fn check<M: Module>(&self, module: &M, origin: &std::path::Path) -> Result<()> {
+        let sizes: HashMap<String, usize> = params(module)
+            .into_iter()
+            .map(|p| (p.path, p.shape.iter().product()))
+            .collect();
+        for (kind, moments) in [("adam_m", &self.m), ("adam_v", &self.v)] {
+            for (path, t) in moments {
+                let n = t.dims()[0];
+                match sizes.get(path) {
+                    Some(&want) if want == n => {}
+                    Some(&want) => {
+                        return Err(crate::Error::ckpt(
+                            origin,
+                            format!("`{kind}.{path}` has {n} values, the parameter {want}"),
+                        ))
+                    }
+                    None => {
+                        return Err(crate::Error::ckpt(
+                            origin,
+                            format!("`{kind}.{path}` belongs to no parameter of the model"),
+                        ))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// ema <- rate * ema + (1 - rate) * model, parameter by parameter (matched by path).

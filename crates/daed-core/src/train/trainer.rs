@@ -171,6 +171,7 @@ impl<M: DiffusionNet> Trainer<M> {
         t.ema = load_module(t.ema, &ema, "", &path(TensorFile::Ema))?;
         let opt = ck.tensors(TensorFile::Optimizer)?;
         t.opt = AdamW::from_arrays(ck.state.adam_t, &opt, &t.device.clone().inner());
+        t.opt.check(&t.model, &path(TensorFile::Optimizer))?;
         let sampler = &ck.state.step_sampler;
         if sampler.kind != t.sampler.kind {
             return Err(Error::ckpt(
@@ -414,9 +415,11 @@ impl<M: DiffusionNet> Trainer<M> {
         super::dynamics::append(&self.run_dir, &record)
     }
 
-    /// Trains until `train.steps`, logging, sampling and checkpointing on the way.
+    /// Trains until `train.steps`, logging, sampling and checkpointing on the way. The run
+    /// directory is locked meanwhile: a second process writing to it is refused.
     pub fn run(&mut self, obs: &mut dyn Observer) -> Result<()> {
         std::fs::create_dir_all(&self.run_dir).map_err(|e| Error::io(&self.run_dir, e))?;
+        let _lock = RunLock::acquire(&self.run_dir)?;
         daed_io::atomic::write_atomic(
             self.run_dir.join("config.toml"),
             self.cfg.to_toml().as_bytes(),
@@ -448,26 +451,59 @@ impl<M: DiffusionNet> Trainer<M> {
             }
             obs.step(self.step, s.loss);
             acc.push(s);
-            if self.step % t.log_every == 0 || self.step == t.steps {
+            if self.step.is_multiple_of(t.log_every) || self.step == t.steps {
                 let dt = tick.elapsed().as_secs_f64();
                 let line = log_line(self.step, &acc, dt, started.elapsed().as_secs_f64());
                 writeln!(log, "{line}").map_err(|e| Error::io(&log_path, e))?;
                 acc.clear();
                 tick = Instant::now();
             }
-            if self.step % t.checkpoint_every == 0 || self.step == t.steps {
-                let p = self.save_checkpoint()?;
-                obs.message(&format!("checkpoint {}", p.display()));
-            }
-            if t.dynamics_every > 0 && (self.step % t.dynamics_every == 0 || self.step == 1) {
+            // Records and grids before the checkpoint: a run killed in between redoes them.
+            if t.dynamics_every > 0
+                && (self.step.is_multiple_of(t.dynamics_every) || self.step == 1)
+            {
                 self.record_dynamics()?;
             }
-            if (t.sample_every > 0 && self.step % t.sample_every == 0) || self.step == t.steps {
+            if (t.sample_every > 0 && self.step.is_multiple_of(t.sample_every))
+                || self.step == t.steps
+            {
                 let p = self.write_grid()?;
                 obs.message(&format!("samples {}", p.display()));
             }
+            if self.step.is_multiple_of(t.checkpoint_every) || self.step == t.steps {
+                let p = self.save_checkpoint()?;
+                obs.message(&format!("checkpoint {}", p.display()));
+            }
         }
         Ok(())
+    }
+}
+
+/// An exclusive lock on a run directory (`RUN/.lock`), held by a training process and by
+/// `daed doctor --repair`; released when dropped (or when the process dies).
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    /// Takes the lock, or says which directory another daed process is writing to.
+    pub fn acquire(run_dir: &Path) -> Result<Self> {
+        let path = run_dir.join(".lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match f.try_lock() {
+            Ok(()) => Ok(Self { _file: f }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::ckpt(
+                run_dir,
+                "another daed process is writing to this run directory (it holds .lock); wait \
+                 for it to finish",
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
     }
 }
 
@@ -486,6 +522,7 @@ fn refuse_newer_checkpoints(run_dir: &Path, from: u64) -> Result<()> {
     let newer: Vec<String> = checkpoint::list(run_dir)?
         .iter()
         .filter(|p| checkpoint::step_of(p).is_some_and(|s| s > from))
+        .filter(|p| p.join("state.json").is_file())
         .filter_map(|p| Some(p.file_name()?.to_string_lossy().into_owned()))
         .collect();
     if newer.is_empty() {

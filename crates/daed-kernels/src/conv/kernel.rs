@@ -535,7 +535,7 @@ pub fn backward_grouped(
     // A fixed split of the groups into contiguous chunks, each summed in order on one thread,
     // then the chunks summed in order: the same bits on every run and at any thread count.
     let groups = g.n.div_ceil(group);
-    let per_chunk = groups.div_ceil(groups.min(DW_CHUNKS));
+    let per_chunk = groups.div_ceil(groups.clamp(1, DW_CHUNKS)).max(1);
     let partial: Vec<Vec<f32>> = (0..groups.div_ceil(per_chunk))
         .into_par_iter()
         .map(|c| {
@@ -773,6 +773,9 @@ mod tests {
             ([37, 8, 8, 8], [16, 8, 3, 3]),
             ([6, 4, 16, 16], [8, 4, 3, 3]),
             ([64, 8, 4, 4], [8, 8, 1, 1]),
+            // Fewer images than threads: the GEMM itself runs on several threads.
+            ([1, 8, 16, 16], [16, 8, 3, 3]),
+            ([2, 16, 8, 8], [16, 16, 3, 3]),
         ] {
             let g = Geom::new(xs, ws, [1, 1], [ws[2] / 2, ws[3] / 2]).unwrap();
             let x = data(g.n * g.x_len(), 3);
@@ -789,7 +792,7 @@ mod tests {
                 v.as_ref().unwrap().iter().map(|f| f.to_bits()).collect()
             };
             let one = run(1);
-            for threads in [2, 3, 2] {
+            for threads in [2, 3, 4, 2] {
                 let other = run(threads);
                 assert_eq!(
                     bits(&one.weight),

@@ -60,7 +60,7 @@ pub(super) fn affine_act(x: Tensor<4>, c: [Tensor<2>; 3], silu: bool) -> Tensor<
 /// Elements per group: `(C / groups) * H * W`.
 fn block(shape: &Shape, groups: usize) -> usize {
     assert!(
-        shape.num_dims() == 4 && groups > 0 && shape[1] % groups == 0,
+        shape.num_dims() == 4 && groups > 0 && shape[1].is_multiple_of(groups),
         "daed group stats: {shape:?} does not split into {groups} groups"
     );
     (shape[1] / groups) * shape[2] * shape[3]

@@ -16,7 +16,10 @@ fn planes_per_task(plane: usize) -> usize {
 /// Mean and `1 / sqrt(var + eps)` (biased variance) of each block of `block` elements:
 /// `[mean, rstd]` pairs, one per block.
 pub fn group_stats(x: &[f32], block: usize, eps: f64) -> Vec<f32> {
-    assert!(block > 0 && x.len() % block == 0, "group stats: length");
+    assert!(
+        block > 0 && x.len().is_multiple_of(block),
+        "group stats: length"
+    );
     let mut out = vec![0.0f32; 2 * (x.len() / block)];
     out.par_chunks_mut(2)
         .zip(x.par_chunks(block))
@@ -34,7 +37,7 @@ pub fn group_stats(x: &[f32], block: usize, eps: f64) -> Vec<f32> {
 /// and the outputs themselves.
 pub fn group_stats_backward(x: &[f32], block: usize, stats: &[f32], grad: &[f32]) -> Vec<f32> {
     assert!(
-        block > 0 && x.len() % block == 0,
+        block > 0 && x.len().is_multiple_of(block),
         "group stats backward: length"
     );
     assert_eq!(
