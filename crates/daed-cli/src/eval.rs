@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use daed_core::metrics::evaluate::{
     cache_key, check_shapes, compute_features, compute_metrics, default_cache_dir, read_cache,
-    write_cache, MetricSet, SetFeatures, SetSummary,
+    write_cache, EvalRecord, MetricSet, SetFeatures, SetRecord, SetSummary,
 };
 use daed_core::metrics::{default_weights, FidInception, Preprocess, INCEPTION_ENV};
 use daed_io::datasets::{self, DatasetSpec};
@@ -305,26 +305,26 @@ fn evaluate(a: RunArgs) -> Result<()> {
     let m = compute_metrics(&fs, &fr, which, &ex.weights.display().to_string())?;
     let metric_secs = t.elapsed().as_secs_f64();
     print_notes(&m);
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let json = serde_json::json!({
-        "samples": {"source": samples, "info": info_s},
-        "reference": {"source": reference, "info": info_r},
-        "inception": ex.weights,
-        "preprocess": ex.pre.as_str(),
-        "metrics": m,
-        "metrics_seconds": metric_secs,
-        "total_seconds": start.elapsed().as_secs_f64(),
-    });
-    let jp = out.join("metrics.json");
-    std::fs::write(&jp, serde_json::to_string_pretty(&json)? + "\n")
-        .with_context(|| format!("writing {}", jp.display()))?;
-    let md = m.markdown();
-    let mp = out.join("metrics.md");
-    std::fs::write(&mp, &md).with_context(|| format!("writing {}", mp.display()))?;
     if let Some(p) = &m.prd {
         println!("PRD: F8 = {:.3}, F1/8 = {:.3}", p.f_8, p.f_1_8);
     }
-    print!("{md}");
+    print!("{}", m.markdown());
+    let record = EvalRecord {
+        inception: ex.weights.clone(),
+        metrics: m,
+        metrics_seconds: metric_secs,
+        preprocess: ex.pre.as_str().to_string(),
+        reference: SetRecord {
+            info: info_r,
+            source: reference.clone(),
+        },
+        samples: SetRecord {
+            info: info_s,
+            source: samples.clone(),
+        },
+        total_seconds: start.elapsed().as_secs_f64(),
+    };
+    let [jp, mp] = record.write(out)?;
     println!(
         "wrote {} and {} ({:.1} s)",
         jp.display(),

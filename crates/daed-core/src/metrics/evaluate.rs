@@ -308,6 +308,46 @@ pub fn write_cache(dir: &Path, key: &str, f: &SetFeatures) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// One side of an evaluation as `metrics.json` records it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SetRecord {
+    /// What was read (the info of its features: kind, count, shape, cache, timing).
+    pub info: serde_json::Value,
+    /// The file, folder or dataset name given.
+    pub source: String,
+}
+
+/// What `daed eval` writes (`metrics.json`; fields in the order they have always been written).
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalRecord {
+    /// The Inception weights used.
+    pub inception: PathBuf,
+    /// The metrics.
+    pub metrics: Metrics,
+    /// Seconds spent on the metrics themselves.
+    pub metrics_seconds: f64,
+    /// The pre-processing convention.
+    pub preprocess: String,
+    /// The reference set.
+    pub reference: SetRecord,
+    /// The samples.
+    pub samples: SetRecord,
+    /// Seconds for the whole evaluation.
+    pub total_seconds: f64,
+}
+
+impl EvalRecord {
+    /// Writes `metrics.json` and `metrics.md` (the Markdown table row) into `out`; returns them.
+    pub fn write(&self, out: &Path) -> Result<[PathBuf; 2]> {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let paths = [out.join("metrics.json"), out.join("metrics.md")];
+        let json = serde_json::to_string_pretty(self).expect("the record serialises") + "\n";
+        daed_io::atomic::write_atomic(&paths[0], json.as_bytes())?;
+        daed_io::atomic::write_atomic(&paths[1], self.metrics.markdown().as_bytes())?;
+        Ok(paths)
+    }
+}
+
 /// The metrics of one evaluation.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Metrics {
