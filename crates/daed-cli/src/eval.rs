@@ -337,8 +337,8 @@ fn evaluate(a: RunArgs) -> Result<()> {
 /// Says where a covariance was singular and pytorch-fid's epsilon was added.
 fn print_notes(m: &daed_core::metrics::evaluate::Metrics) {
     for (name, d) in [("FID", &m.fid), ("sFID", &m.sfid)] {
-        if let Some(eps) = d.as_ref().and_then(|d| d.eps_added.map(|e| (d, e))) {
-            let (d, eps) = eps;
+        let Some(d) = d else { continue };
+        if let Some(eps) = d.eps_added {
             println!(
                 "note: {name}: a covariance is singular (ranks {:?}); added {eps:e} to the \
                  diagonals as pytorch-fid does (without it: {:.4})",

@@ -48,6 +48,15 @@ pub enum DaeLoss {
     Discretized,
 }
 
+/// Checks that `value` (named `name` in the error) is a finite number >= 0.
+pub fn non_negative(name: &str, value: f64) -> std::result::Result<(), String> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{name} must be a finite number >= 0, got {value}"))
+    }
+}
+
 /// Largest image side a run or checkpoint may declare.
 pub const MAX_IMAGE_SIDE: usize = 4096;
 
@@ -384,18 +393,8 @@ impl ExperimentConfig {
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return bad(format!("train.lr must be positive, got {}", t.lr));
         }
-        if !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
-            return bad(format!(
-                "train.weight_decay must be a finite number >= 0, got {}",
-                t.weight_decay
-            ));
-        }
-        if !(t.grad_clip >= 0.0 && t.grad_clip.is_finite()) {
-            return bad(format!(
-                "train.grad_clip must be a finite number >= 0 (0 = off), got {}",
-                t.grad_clip
-            ));
-        }
+        non_negative("train.weight_decay", t.weight_decay).map_err(Error::Invalid)?;
+        non_negative("train.grad_clip (0 = off)", t.grad_clip).map_err(Error::Invalid)?;
         if !(0.0..1.0).contains(&t.ema_rate) {
             return bad(format!(
                 "train.ema_rate must be in [0, 1), got {}",
@@ -409,12 +408,7 @@ impl ExperimentConfig {
         if s.batch_size == 0 || s.n == 0 {
             return bad("sample.n and sample.batch_size must be at least 1".into());
         }
-        if !(s.eta.is_finite() && s.eta >= 0.0) {
-            return bad(format!(
-                "sample.eta must be a finite number >= 0, got {}",
-                s.eta
-            ));
-        }
+        non_negative("sample.eta", s.eta).map_err(Error::Invalid)?;
         if !["train", "test"].contains(&self.data.split.as_str()) {
             return bad(format!(
                 "data.split must be train or test, got `{}`",

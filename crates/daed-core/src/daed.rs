@@ -208,29 +208,15 @@ impl Generate for DaedNets {
         daed_sampling_process(d, respacing)
     }
 
-    fn sample(
+    fn sample_chain(
         &self,
         d: &GaussianDiffusion,
-        shape: [usize; 3],
-        n: usize,
-        batch: usize,
+        x: Tensor<4>,
         opts: &crate::sample::SampleOptions,
-        device: &Device,
+        chain: u64,
         progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Vec<f32>> {
-        opts.validate()?;
-        let d = Self::sampling_process(d, &opts.respacing)?;
-        let steps = d.num_steps();
-        crate::sample::batched(
-            shape,
-            n,
-            batch,
-            opts.seed,
-            device,
-            steps,
-            progress,
-            &mut |x, bi, p| daed_sample_batch(self, &d, x, opts, bi, p),
-        )
+    ) -> Tensor<4> {
+        daed_sample_batch(self, d, x, opts, chain, progress)
     }
 }
 

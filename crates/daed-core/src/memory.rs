@@ -137,6 +137,11 @@ pub fn unet(
     Some(f)
 }
 
+/// Values in one image of `shape`.
+fn image_values([c, h, w]: [usize; 3]) -> Option<u64> {
+    mul(mul(c as u64, h as u64)?, w as u64)
+}
+
 /// The networks an experiment trains (a DAED has two U-Nets of the same config).
 fn networks(cfg: &ExperimentConfig, shape: [usize; 3]) -> Option<Footprint> {
     let out = if cfg.diffusion.learn_sigma {
@@ -161,7 +166,7 @@ pub fn training_bytes(cfg: &ExperimentConfig, shape: [usize; 3]) -> Option<u64> 
         0 => t.batch_size,
         m => m.min(t.batch_size),
     } as u64;
-    let image = mul(mul(shape[0] as u64, shape[1] as u64)?, shape[2] as u64)?;
+    let image = image_values(shape)?;
     let values = mul(f.params, 8)?
         .checked_add(mul(mul(t.batch_size as u64, image)?, 3)?)?
         .checked_add(mul(micro, f.train_per_image)?)?;
@@ -177,7 +182,7 @@ pub fn sampling_bytes(
     batch: usize,
 ) -> Option<u64> {
     let f = networks(cfg, shape)?;
-    let image = mul(mul(shape[0] as u64, shape[1] as u64)?, shape[2] as u64)?;
+    let image = image_values(shape)?;
     let batch = batch.min(n) as u64;
     let values = f
         .params

@@ -65,7 +65,19 @@ pub trait Generate: Build {
     fn sampling_process(d: &GaussianDiffusion, respacing: &str) -> Result<GaussianDiffusion> {
         crate::sample::sampling_diffusion(d, respacing)
     }
-    /// Draws `n` images [n, C, H, W] in [-1, 1] from pure noise.
+    /// Runs one batch's backward chain over the sampling process `d` from the pure noise `x`
+    /// (noise keyed by `chain`) down to images in [-1, 1].
+    fn sample_chain(
+        &self,
+        d: &GaussianDiffusion,
+        x: Tensor<4>,
+        opts: &SampleOptions,
+        chain: u64,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Tensor<4>;
+
+    /// Draws `n` images [n, C, H, W] in [-1, 1] from pure noise, in batches of `batch`, over the
+    /// model's process `d` respaced as `opts` asks.
     #[allow(clippy::too_many_arguments)]
     fn sample(
         &self,
@@ -76,7 +88,21 @@ pub trait Generate: Build {
         opts: &SampleOptions,
         device: &Device,
         progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Vec<f32>>;
+    ) -> Result<Vec<f32>> {
+        opts.validate()?;
+        let d = Self::sampling_process(d, &opts.respacing)?;
+        let steps = d.num_steps();
+        crate::sample::batched(
+            shape,
+            n,
+            batch,
+            opts.seed,
+            device,
+            steps,
+            progress,
+            &mut |x, chain, p| self.sample_chain(&d, x, opts, chain, p),
+        )
+    }
 }
 
 /// A whole diffusion model as the trainer, the checkpoints and the commands see it: the three
@@ -146,16 +172,15 @@ impl Objective for UNet {
 }
 
 impl Generate for UNet {
-    fn sample(
+    fn sample_chain(
         &self,
         d: &GaussianDiffusion,
-        shape: [usize; 3],
-        n: usize,
-        batch: usize,
+        x: Tensor<4>,
         opts: &SampleOptions,
-        device: &Device,
+        chain: u64,
         progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Vec<f32>> {
-        crate::sample::sample_images(self, d, shape, n, batch, opts, device, progress)
+    ) -> Tensor<4> {
+        let last = d.num_steps() - 1;
+        crate::sample::p_sample_loop_from(self, d, x, last, opts, chain, progress)
     }
 }

@@ -11,13 +11,24 @@ use serde::Serialize;
 
 use crate::config::{DaeLoss, DaedMode, ModelKind};
 use crate::daed::{switch_index, DaedNets};
-use crate::metrics::evaluate::{compute_features, compute_metrics, MetricSet, SetFeatures};
+use crate::metrics::evaluate::{
+    compute_features, compute_metrics, MetricSet, SetFeatures, SetSummary,
+};
 use crate::metrics::{FidInception, Preprocess};
 use crate::model::DiffusionNet;
 use crate::sample::SampleOptions;
 use crate::train::trainer::load_data;
 use crate::train::{Checkpoint, Observer, Trainer};
 use crate::{Error, Result};
+
+/// The sweep's metrics: FID and precision / recall (Figure 4).
+const METRICS: MetricSet = MetricSet {
+    fid: true,
+    sfid: false,
+    is: false,
+    pr: true,
+    prd: false,
+};
 
 /// What the sweep runs.
 #[derive(Clone, Debug)]
@@ -43,13 +54,16 @@ pub struct SwitchSettings {
 impl SwitchSettings {
     /// Checks the counts before any work.
     pub fn validate(&self) -> Result<()> {
-        let need = daed_eval::prdc::PR_K + 1;
-        if self.n < need || self.reference_n < need || self.batch_size == 0 || self.dae_steps == 0 {
-            return Err(Error::Invalid(format!(
-                "--n and --reference-n must be at least {need} (precision/recall), --batch-size and \
-                 --dae-steps at least 1"
-            )));
+        if self.batch_size == 0 || self.dae_steps == 0 {
+            return Err(Error::Invalid(
+                "--batch-size and --dae-steps must be at least 1".into(),
+            ));
         }
+        let set = |n| SetSummary {
+            n,
+            stats_only: false,
+        };
+        METRICS.check_sets(set(self.n), set(self.reference_n))?;
         if let Some(b) = self.beta1.iter().find(|b| !(**b > 0.0 && **b < 1.0)) {
             return Err(Error::Invalid(format!("beta1 must be in (0, 1), got {b}")));
         }
@@ -229,16 +243,11 @@ pub fn run_switch(
         "inception reference",
         progress,
     )?;
-    let which = MetricSet {
-        fid: true,
-        pr: true,
-        ..Default::default()
-    };
     let mut rows = Vec::new();
     for (model, beta1, k, samples) in models {
         let what = format!("inception {model}");
         let f = features(inception, &samples, s.batch_size, &what, progress)?;
-        let m = compute_metrics(&f, &ref_f, which, weights)?;
+        let m = compute_metrics(&f, &ref_f, METRICS, weights)?;
         let pr = m.precision_recall.as_ref();
         rows.push(SwitchRow {
             model,

@@ -30,8 +30,8 @@ pub trait Sampler {
 }
 
 /// The sampling methods, with their settings. Adding one: a file with its [`Sampler`], a variant
-/// here, a line in [`Method::sampler`] and one in [`Method::examples`] (the conformance suite
-/// then runs it).
+/// here, an arm in `Method`'s own `Sampler::step` and one in [`Method::examples`] (the
+/// conformance suite then runs it).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Method {
     /// Ancestral DDPM: the posterior mean plus the model's variance.
@@ -43,15 +43,24 @@ pub enum Method {
     },
 }
 
-impl Method {
-    /// The method's update.
-    pub fn sampler(self) -> Box<dyn Sampler> {
-        match self {
-            Method::Ancestral => Box::new(Ancestral),
-            Method::Ddim { eta } => Box::new(Ddim { eta }),
+/// A method is the sampler it names (dispatched without allocating: this runs every step).
+impl Sampler for Method {
+    fn step(
+        &self,
+        d: &GaussianDiffusion,
+        x: Tensor<4>,
+        t: usize,
+        pm: PMeanVar,
+        z: Tensor<4>,
+    ) -> Tensor<4> {
+        match *self {
+            Method::Ancestral => Ancestral.step(d, x, t, pm, z),
+            Method::Ddim { eta } => Ddim { eta }.step(d, x, t, pm, z),
         }
     }
+}
 
+impl Method {
     /// One instance of each method (and setting) that the conformance suite runs.
     pub fn examples() -> Vec<Method> {
         vec![
@@ -72,10 +81,10 @@ impl Method {
     /// Checks the settings a user can give: eta finite and non-negative.
     pub fn validate(self) -> Result<()> {
         match self {
-            Method::Ddim { eta } if !(eta.is_finite() && eta >= 0.0) => Err(crate::Error::Invalid(
-                format!("eta must be a finite number >= 0, got {eta}"),
-            )),
-            _ => Ok(()),
+            Method::Ddim { eta } => {
+                crate::config::non_negative("eta", eta).map_err(crate::Error::Invalid)
+            }
+            Method::Ancestral => Ok(()),
         }
     }
 
@@ -181,7 +190,7 @@ pub fn p_step(
     let tt: Vec<f32> = vec![d.timestep_map[t] as f32; b];
     let out = model.predict(x.clone(), &tt);
     let pm = d.p_mean_variance(out, x.clone(), &ts, opts.clip_denoised);
-    opts.method.sampler().step(d, x, t, pm, z)
+    opts.method.step(d, x, t, pm, z)
 }
 
 /// Runs the backward process from `x` at step index `from` (inclusive) down to x0.
@@ -216,33 +225,6 @@ pub fn p_sample_loop_from(
         progress(k + 1, total);
     }
     x
-}
-
-/// Draws `n` images [n, C, H, W] in [-1, 1] (batches of `batch`), from pure noise.
-#[allow(clippy::too_many_arguments)]
-pub fn sample_images(
-    model: &dyn EpsModel,
-    base: &GaussianDiffusion,
-    shape: [usize; 3],
-    n: usize,
-    batch: usize,
-    opts: &SampleOptions,
-    device: &Device,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<Vec<f32>> {
-    opts.validate()?;
-    let d = sampling_diffusion(base, &opts.respacing)?;
-    let steps = d.num_steps();
-    batched(
-        shape,
-        n,
-        batch,
-        opts.seed,
-        device,
-        steps,
-        progress,
-        &mut |x, bi, p| p_sample_loop_from(model, &d, x, steps - 1, opts, bi, p),
-    )
 }
 
 /// A sampling run over one batch: (noise, batch id, progress) -> images.

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::checkpoint::{self, first_non_finite, Checkpoint, TensorFile};
-use super::trainer::run_temp_dirs;
+use super::trainer::{jsonl_step, run_temp_dirs};
 use crate::{Error, Result};
 
 /// How bad a finding is.
@@ -92,17 +92,8 @@ fn check_checkpoint(dir: &Path) -> std::result::Result<(), String> {
 
 /// The `step` of each parseable line of a JSONL log, and the number of lines that do not parse.
 fn log_steps(text: &str) -> (Vec<u64>, usize) {
-    let mut bad = 0;
-    let steps = text
-        .lines()
-        .filter_map(|l| {
-            let s = serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v.get("step")?.as_u64());
-            bad += usize::from(s.is_none());
-            s
-        })
-        .collect();
+    let steps: Vec<u64> = text.lines().filter_map(|l| jsonl_step(l, "step")).collect();
+    let bad = text.lines().count() - steps.len();
     (steps, bad)
 }
 
@@ -229,7 +220,7 @@ fn rewind_log(path: &Path) -> Result<()> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut kept: Vec<(u64, &str)> = Vec::new();
     for line in text.lines() {
-        let Some(step) = log_steps(line).0.first().copied() else {
+        let Some(step) = jsonl_step(line, "step") else {
             continue;
         };
         kept.retain(|(s, _)| *s < step);

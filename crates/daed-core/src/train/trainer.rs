@@ -430,7 +430,7 @@ impl<M: DiffusionNet> Trainer<M> {
         let log_path = self.run_dir.join("log.jsonl");
         rewind_jsonl(&log_path, "step", self.step)?;
         rewind_jsonl(
-            &self.run_dir.join("dynamics.jsonl"),
+            &self.run_dir.join(super::dynamics::FILE),
             "train_step",
             self.step,
         )?;
@@ -539,6 +539,14 @@ fn refuse_newer_checkpoints(run_dir: &Path, from: u64) -> Result<()> {
     ))
 }
 
+/// The integer field `key` of one JSONL line (`None` when the line does not parse or lacks it).
+pub(crate) fn jsonl_step(line: &str, key: &str) -> Option<u64> {
+    serde_json::from_str::<serde_json::Value>(line)
+        .ok()?
+        .get(key)?
+        .as_u64()
+}
+
 /// Keeps the lines of a JSONL log whose `key` is at most `step` (what a run resumed from `step`
 /// writes again after them); lines that do not parse (a write cut by a kill) are dropped.
 fn rewind_jsonl(path: &Path, key: &str, step: u64) -> Result<()> {
@@ -547,12 +555,7 @@ fn rewind_jsonl(path: &Path, key: &str, step: u64) -> Result<()> {
     };
     let kept: String = text
         .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v.get(key)?.as_u64())
-                .is_some_and(|s| s <= step)
-        })
+        .filter(|l| jsonl_step(l, key).is_some_and(|s| s <= step))
         .map(|l| format!("{l}\n"))
         .collect();
     if kept.len() != text.len() {
