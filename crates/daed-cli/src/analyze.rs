@@ -6,8 +6,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use daed_core::analysis::conform;
 use daed_core::analysis::losses::loss_breakdown;
-use daed_core::analysis::recon::{reconstruction_curve, step_grid};
-use daed_core::analysis::transfer::{TransferRow, TransferStudy};
+use daed_core::analysis::recon::{reconstruction_curves, step_grid};
+use daed_core::analysis::transfer::TransferStudy;
+use daed_core::analysis::NamedSets;
 use daed_core::burn::tensor::Device;
 use daed_core::daed::DaedNets;
 use daed_core::diffusion::schedule::alphas_cumprod;
@@ -15,10 +16,9 @@ use daed_core::diffusion::GaussianDiffusion;
 use daed_core::diffusion::{BetaSchedule, ScheduleSpec};
 use daed_core::nn::UNet;
 use daed_core::train::Checkpoint;
-use daed_io::datasets::{self, DatasetSpec};
 use daed_io::images::ImageSet;
 
-use crate::progress::{bar, tracker};
+use crate::progress::{bar, tracker, Stages};
 
 #[derive(Subcommand)]
 pub enum AnalyzeCmd {
@@ -190,11 +190,8 @@ pub fn run(c: AnalyzeCmd) -> Result<()> {
 }
 
 fn load(name: &str, data: Option<&Path>, split: &str, limit: Option<usize>) -> Result<ImageSet> {
-    let mut spec = DatasetSpec::new(name.parse()?);
-    spec.split = split.parse()?;
-    spec.path = data.map(Path::to_path_buf);
-    spec.limit = limit;
-    datasets::load(&spec).with_context(|| format!("loading {name}"))
+    daed_core::analysis::load_set(name, data, split, limit)
+        .with_context(|| format!("loading {name}"))
 }
 
 fn snr(a: SnrArgs) -> Result<()> {
@@ -247,31 +244,29 @@ fn recon(a: ReconArgs) -> Result<()> {
     let ck = Checkpoint::open(&a.checkpoint)?;
     let (net, d) = ck.load_unet(!a.run.no_ema, &device)?;
     let steps = step_grid(d.num_steps(), a.until, a.points)?;
-    let shape = ck.state.image_shape;
-    let mut points = Vec::new();
     let mut names = vec![(a.dataset.clone(), a.data.clone())];
     names.extend(a.eval_dataset.iter().map(|n| (n.clone(), None)));
+    let mut sets = Vec::new();
     for (name, path) in names {
         let set = load(&name, path.as_deref(), &a.split, Some(a.n))?;
-        let (set, note) = conform(&set, shape, &name)?;
-        if let Some(n) = note {
-            println!("note: {n}");
-        }
-        let pb = bar(1, &format!("recon {name}"));
-        let p = reconstruction_curve(
-            &net,
-            &d,
-            &set,
-            &name,
-            &steps,
-            a.run.batch_size,
-            a.run.seed,
-            &device,
-            &mut tracker(&pb),
-        )?;
-        pb.finish();
-        points.extend(p);
+        sets.push((name, set));
     }
+    let sets = NamedSets::conformed(sets, ck.state.image_shape)?;
+    for n in &sets.notes {
+        println!("note: {n}");
+    }
+    let mut bars = Stages::default();
+    let points = reconstruction_curves(
+        &net,
+        &d,
+        &sets.sets,
+        &steps,
+        a.run.batch_size,
+        a.run.seed,
+        &device,
+        &mut |name, k, total| bars.tick(&format!("recon {name}"), k, total),
+    )?;
+    bars.finish();
     daed_eval::recon::write_recon_outputs(&a.run.out, &points, d.num_steps())?;
     for (name, s) in daed_eval::recon::recon_summary(&points, d.num_steps()) {
         println!(
@@ -360,38 +355,30 @@ fn transfer_models(
 fn transfer(a: TransferArgs) -> Result<()> {
     let device = a.run.device(a.n)?;
     let (ddgm, d, dae, beta1, shape) = transfer_models(&a, &device)?;
-    let mut rows = Vec::new();
+    let mut sets = Vec::new();
     for name in &a.target {
-        let set = load(name, None, &a.split, Some(a.n))?;
-        let (set, note) = conform(&set, shape, name)?;
-        if let Some(n) = note {
-            println!("note: {n}");
-        }
-        let (pd, pa, images, k) = daed_core::analysis::transfer::transfer(
-            &ddgm,
-            &d,
-            &dae,
-            beta1,
-            &set,
-            name,
-            a.run.batch_size,
-            a.run.seed,
-            &device,
-        )?;
-        println!(
-            "{name}: DDGM (k = {k} steps) MAE {:.4} MS-SSIM {:.4}; DAE MAE {:.4} MS-SSIM {:.4}",
-            pd.mae_mean, pd.msssim_mean, pa.mae_mean, pa.msssim_mean
-        );
-        rows.push(TransferRow {
-            target: name.clone(),
-            k,
-            ddgm: pd,
-            dae: pa,
-            images,
-            shape,
-        });
+        sets.push((name.clone(), load(name, None, &a.split, Some(a.n))?));
     }
-    let study = TransferStudy { beta1, rows };
+    let sets = NamedSets::conformed(sets, shape)?;
+    for n in &sets.notes {
+        println!("note: {n}");
+    }
+    let study = TransferStudy::run(
+        &ddgm,
+        &d,
+        &dae,
+        beta1,
+        &sets.sets,
+        a.run.batch_size,
+        a.run.seed,
+        &device,
+    )?;
+    for r in &study.rows {
+        println!(
+            "{}: DDGM (k = {} steps) MAE {:.4} MS-SSIM {:.4}; DAE MAE {:.4} MS-SSIM {:.4}",
+            r.target, r.k, r.ddgm.mae_mean, r.ddgm.msssim_mean, r.dae.mae_mean, r.dae.msssim_mean
+        );
+    }
     study.write(&a.run.out)?;
     print!("{}", study.markdown());
     println!(

@@ -8,6 +8,7 @@ mod data;
 mod doctor;
 mod eval;
 mod progress;
+mod reproduce;
 mod sample;
 mod switch;
 mod train;
@@ -67,6 +68,9 @@ enum Cmd {
     /// Datasets: download, inspect.
     #[command(subcommand)]
     Data(data::DataCmd),
+    /// The paper's whole study in one command: SNR, a DDGM, reconstruction, per-step losses,
+    /// DAEs, the switch sweep, transfer, a suggested beta1, and report.html (resumable).
+    Reproduce(Box<reproduce::ReproduceArgs>),
     /// Check a run directory (checksums, latest, leftovers, non-finite weights, log); --repair
     /// fixes what can be fixed safely.
     Doctor(doctor::DoctorArgs),
@@ -85,6 +89,7 @@ fn main() {
         Cmd::Daed(c) => daed_cmd::run(c),
         Cmd::Bench(a) => bench::run(*a),
         Cmd::Doctor(a) => doctor::run(a),
+        Cmd::Reproduce(a) => reproduce::run(*a),
     };
     if let Err(e) = r {
         eprintln!("error: {e:#}");

@@ -73,3 +73,42 @@ impl Drop for TrainBar {
         }
     }
 }
+
+/// One bar at a time for a sequence of named stages (a new name finishes the previous bar).
+#[derive(Default)]
+pub struct Stages {
+    current: Option<(String, ProgressBar)>,
+}
+
+impl Stages {
+    /// `done` of `total` units of the stage `what`.
+    pub fn tick(&mut self, what: &str, done: usize, total: usize) {
+        if self.current.as_ref().is_none_or(|(w, _)| w != what) {
+            self.finish();
+            self.current = Some((what.to_string(), bar(total as u64, what)));
+        }
+        if let Some((_, pb)) = &self.current {
+            pb.set_length(total as u64);
+            pb.set_position(done as u64);
+        }
+    }
+
+    /// Finishes the current bar.
+    pub fn finish(&mut self) {
+        if let Some((_, pb)) = self.current.take() {
+            pb.finish();
+        }
+    }
+}
+
+impl daed_core::analysis::switch::SwitchProgress for Stages {
+    fn training(&mut self, beta1: f64, dir: &std::path::Path) -> Box<dyn Observer + '_> {
+        self.finish();
+        eprintln!("training the DAE for beta1 = {beta1} in {}", dir.display());
+        Box::new(TrainBar::new())
+    }
+
+    fn stage(&mut self, what: &str, done: usize, total: usize) {
+        self.tick(what, done, total);
+    }
+}

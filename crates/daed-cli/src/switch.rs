@@ -1,15 +1,15 @@
 //! `daed analyze switch` (Figures 4 and 5): DAEs with several beta1 on top of one DDGM, sampled
 //! from the same noise, scored with FID / precision / recall against the training data.
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use daed_core::analysis::switch::{run_switch, SwitchProgress, SwitchSettings};
+use daed_core::analysis::switch::{run_switch, SwitchSettings};
 use daed_core::metrics::{default_weights, FidInception};
 use daed_core::sample::SampleOptions;
-use daed_core::train::{Checkpoint, Observer};
+use daed_core::train::Checkpoint;
 
-use crate::progress::{bar, TrainBar};
+use crate::progress::Stages;
 
 #[derive(Args)]
 pub struct SwitchArgs {
@@ -46,30 +46,12 @@ pub struct SwitchArgs {
     /// Output directory (DAE runs go in DIR/dae_beta1_*).
     #[arg(long)]
     out: PathBuf,
-}
-
-/// Progress bars for the sweep's stages, one at a time.
-struct Bars {
-    current: Option<(String, indicatif::ProgressBar)>,
-}
-
-impl SwitchProgress for Bars {
-    fn training(&mut self, beta1: f64, dir: &Path) -> Box<dyn Observer + '_> {
-        eprintln!("training the DAE for beta1 = {beta1} in {}", dir.display());
-        Box::new(TrainBar::new())
-    }
-
-    fn stage(&mut self, what: &str, done: usize, total: usize) {
-        if self.current.as_ref().is_none_or(|(w, _)| w != what) {
-            if let Some((_, pb)) = self.current.take() {
-                pb.finish();
-            }
-            self.current = Some((what.to_string(), bar(total as u64, what)));
-        }
-        if let Some((_, pb)) = &self.current {
-            pb.set_position(done as u64);
-        }
-    }
+    /// two-stage (a DAE on the DDGM) or joint (a whole DAED per beta1, --dae-steps each).
+    #[arg(long, default_value = "two-stage")]
+    mode: String,
+    /// Also compute sFID.
+    #[arg(long)]
+    sfid: bool,
 }
 
 pub fn run(a: SwitchArgs) -> Result<()> {
@@ -83,6 +65,8 @@ pub fn run(a: SwitchArgs) -> Result<()> {
         batch_size: a.batch_size,
         device: a.device,
         out: a.out,
+        mode: a.mode.parse()?,
+        sfid: a.sfid,
     };
     settings.validate()?;
     let ck = Checkpoint::open(&a.ddgm)?;
@@ -91,7 +75,7 @@ pub fn run(a: SwitchArgs) -> Result<()> {
         .or_else(default_weights)
         .context("no Inception weights: pass --inception FILE or set DAED_INCEPTION")?;
     let inception = FidInception::open(&weights, &daed_core::device::resolve(&settings.device)?)?;
-    let mut bars = Bars { current: None };
+    let mut bars = Stages::default();
     let study = run_switch(
         &ck,
         &inception,

@@ -38,6 +38,19 @@ pub enum DaedMode {
     TwoStage,
 }
 
+impl std::str::FromStr for DaedMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.trim() {
+            "joint" => Ok(DaedMode::Joint),
+            "two-stage" | "two_stage" => Ok(DaedMode::TwoStage),
+            _ => Err(Error::Invalid(format!(
+                "unknown DAED mode `{s}`; valid: joint, two-stage"
+            ))),
+        }
+    }
+}
+
 /// The DAE's objective (eq. 9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -18,6 +18,7 @@ pub mod model;
 pub mod nn;
 pub mod rng;
 pub mod sample;
+pub mod study;
 pub mod tensor_io;
 pub mod train;
 

@@ -5,9 +5,54 @@ pub mod recon;
 pub mod switch;
 pub mod transfer;
 
+use std::path::Path;
+
+use daed_io::datasets::{self, DatasetSpec};
 use daed_io::images::ImageSet;
 
 use crate::{Error, Result};
+
+/// Loads `split` of the dataset `name` (from `path`, or the usual places), at most `limit` images.
+pub fn load_set(
+    name: &str,
+    path: Option<&Path>,
+    split: &str,
+    limit: Option<usize>,
+) -> Result<ImageSet> {
+    let mut spec = DatasetSpec::new(name.parse()?);
+    spec.split = split.parse()?;
+    spec.path = path.map(Path::to_path_buf);
+    spec.limit = limit;
+    let set = datasets::load(&spec)?;
+    if set.is_empty() {
+        return Err(Error::Invalid(format!("dataset `{name}` has no images")));
+    }
+    Ok(set)
+}
+
+/// Named image sets, each converted to the model's `shape`; the notes say what was converted.
+pub struct NamedSets {
+    /// (name, images) in order.
+    pub sets: Vec<(String, ImageSet)>,
+    /// One line per converted set.
+    pub notes: Vec<String>,
+}
+
+impl NamedSets {
+    /// Conforms each of `sets` to `shape`.
+    pub fn conformed(sets: Vec<(String, ImageSet)>, shape: [usize; 3]) -> Result<Self> {
+        let mut out = NamedSets {
+            sets: Vec::new(),
+            notes: Vec::new(),
+        };
+        for (name, set) in sets {
+            let (set, note) = conform(&set, shape, &name)?;
+            out.notes.extend(note);
+            out.sets.push((name, set));
+        }
+        Ok(out)
+    }
+}
 
 /// Converts `set` to the model's channels and size; returns the set and a note when it changed.
 pub fn conform(

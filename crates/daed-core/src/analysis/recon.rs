@@ -83,3 +83,26 @@ pub fn reconstruction_curve(
     }
     Ok(points)
 }
+
+/// Reconstruction curves of several sets (the first usually the model's own data) on the same
+/// grid of steps; `progress(name, done, total)` per set.
+#[allow(clippy::too_many_arguments)]
+pub fn reconstruction_curves(
+    model: &dyn EpsModel,
+    d: &GaussianDiffusion,
+    sets: &[(String, ImageSet)],
+    steps: &[usize],
+    batch: usize,
+    seed: u64,
+    device: &Device,
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<Vec<ReconPoint>> {
+    let mut points = Vec::new();
+    for (name, set) in sets {
+        let mut tick = |k, total| progress(name, k, total);
+        points.extend(reconstruction_curve(
+            model, d, set, name, steps, batch, seed, device, &mut tick,
+        )?);
+    }
+    Ok(points)
+}

@@ -21,15 +21,6 @@ use crate::train::trainer::load_data;
 use crate::train::{Checkpoint, Observer, Trainer};
 use crate::{Error, Result};
 
-/// The sweep's metrics: FID and precision / recall (Figure 4).
-const METRICS: MetricSet = MetricSet {
-    fid: true,
-    sfid: false,
-    is: false,
-    pr: true,
-    prd: false,
-};
-
 /// What the sweep runs.
 #[derive(Clone, Debug)]
 pub struct SwitchSettings {
@@ -49,9 +40,33 @@ pub struct SwitchSettings {
     pub device: String,
     /// Where the DAE runs go (`DIR/dae_beta1_*`) and the outputs are written.
     pub out: PathBuf,
+    /// `two-stage` (a DAE on the DDGM, the paper's sweep) or `joint` (a whole DAED per beta1,
+    /// trained for `dae_steps` from scratch, in `DIR/daed_joint_beta1_*`).
+    pub mode: DaedMode,
+    /// Also compute sFID (Table 5).
+    pub sfid: bool,
 }
 
 impl SwitchSettings {
+    /// The sweep's metrics: FID and precision / recall (Figure 4), sFID on request (Table 5).
+    pub fn metrics(&self) -> MetricSet {
+        MetricSet {
+            fid: true,
+            sfid: self.sfid,
+            is: false,
+            pr: true,
+            prd: false,
+        }
+    }
+
+    /// The run directory of the DAE (or joint DAED) for `beta1`.
+    pub fn dae_dir(&self, beta1: f64) -> PathBuf {
+        match self.mode {
+            DaedMode::TwoStage => self.out.join(format!("dae_beta1_{beta1}")),
+            DaedMode::Joint => self.out.join(format!("daed_joint_beta1_{beta1}")),
+        }
+    }
+
     /// Checks the counts before any work.
     pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 || self.dae_steps == 0 {
@@ -63,7 +78,8 @@ impl SwitchSettings {
             n,
             stats_only: false,
         };
-        METRICS.check_sets(set(self.n), set(self.reference_n))?;
+        self.metrics()
+            .check_sets(set(self.n), set(self.reference_n))?;
         if let Some(b) = self.beta1.iter().find(|b| !(**b > 0.0 && **b < 1.0)) {
             return Err(Error::Invalid(format!("beta1 must be in (0, 1), got {b}")));
         }
@@ -87,6 +103,9 @@ pub struct SwitchRow {
     pub beta1: f64,
     /// FID against the reference.
     pub fid: f64,
+    /// sFID against the reference (when asked for).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sfid: Option<f64>,
     /// The switch step k (0 for the DDGM).
     pub k: usize,
     /// Mean log-SNR over the data at step k (None for the DDGM).
@@ -120,8 +139,8 @@ fn dae_config(
     cfg.name = format!("dae_beta1_{b}");
     cfg.model = ModelKind::Daed;
     cfg.daed.beta1 = b;
-    cfg.daed.mode = DaedMode::TwoStage;
-    cfg.daed.ddgm = Some(ck.dir.clone());
+    cfg.daed.mode = s.mode;
+    cfg.daed.ddgm = (s.mode == DaedMode::TwoStage).then(|| ck.dir.clone());
     cfg.daed.dae_loss = DaeLoss::Mse;
     cfg.train.steps = s.dae_steps;
     cfg.train.out_dir = Some(dir.to_path_buf());
@@ -133,20 +152,23 @@ fn dae_config(
     cfg
 }
 
-/// Trains the DAE for `b` unless a run with enough steps is there; returns its directory.
-fn ensure_dae(
+/// Trains the DAE for `b` unless a run with enough steps is there (a shorter one is resumed);
+/// returns its directory.
+pub fn ensure_dae(
     ck: &Checkpoint,
     b: f64,
     s: &SwitchSettings,
     data: &ImageSet,
     progress: &mut dyn SwitchProgress,
 ) -> Result<PathBuf> {
-    let dir = s.out.join(format!("dae_beta1_{b}"));
-    let done = Checkpoint::open(&dir).is_ok_and(|c| c.state.step >= s.dae_steps);
-    if !done {
-        let mut t = Trainer::<DaedNets>::new(dae_config(ck, b, s, &dir), data.clone())?;
-        t.run(progress.training(b, &dir).as_mut())?;
-    }
+    let dir = s.dae_dir(b);
+    let cfg = dae_config(ck, b, s, &dir);
+    let mut t = match crate::train::checkpoint::list(&dir)?.last() {
+        None => Trainer::<DaedNets>::new(cfg, data.clone())?,
+        Some(_) if Checkpoint::open(&dir)?.state.step >= s.dae_steps => return Ok(dir),
+        Some(_) => Trainer::<DaedNets>::resume(cfg, data.clone(), &dir)?,
+    };
+    t.run(progress.training(b, &dir).as_mut())?;
     Ok(dir)
 }
 
@@ -183,6 +205,13 @@ fn features(
     )
 }
 
+/// Mean over `powers` of log-SNR at step k: ln P(x0) + ln(abar_k / (1 - abar_k)).
+pub fn mean_log_snr(powers: &[f64], alphas_cumprod: &[f64], k: usize) -> f64 {
+    let mean_ln_p = powers.iter().map(|x| x.ln()).sum::<f64>() / powers.len().max(1) as f64;
+    let ab = alphas_cumprod[k - 1];
+    mean_ln_p + (ab / (1.0 - ab)).ln()
+}
+
 /// Runs the sweep on the DDGM `ck` with the FID network `inception` (its weights named by
 /// `weights` in messages).
 pub fn run_switch(
@@ -207,13 +236,8 @@ pub fn run_switch(
     };
     let shape = ck.state.image_shape;
     let (ddgm, d) = ck.load_unet(true, &device)?;
-    // Mean over the data of log-SNR(x0, k) = ln P(x0) + ln(alpha_bar / (1 - alpha_bar)).
     let powers = daed_eval::snr::image_powers(&data);
-    let mean_ln_p = powers.iter().map(|x| x.ln()).sum::<f64>() / powers.len().max(1) as f64;
-    let log_snr = |k: usize| {
-        let ab = d.alphas_cumprod[k - 1];
-        mean_ln_p + (ab / (1.0 - ab)).ln()
-    };
+    let log_snr = |k: usize| mean_log_snr(&powers, &d.alphas_cumprod, k);
     let mut models = vec![(
         "DDGM".to_string(),
         0.0,
@@ -247,7 +271,7 @@ pub fn run_switch(
     for (model, beta1, k, samples) in models {
         let what = format!("inception {model}");
         let f = features(inception, &samples, s.batch_size, &what, progress)?;
-        let m = compute_metrics(&f, &ref_f, METRICS, weights)?;
+        let m = compute_metrics(&f, &ref_f, s.metrics(), weights)?;
         let pr = m.precision_recall.as_ref();
         rows.push(SwitchRow {
             model,
@@ -255,6 +279,7 @@ pub fn run_switch(
             k,
             log_snr: (k > 0).then(|| log_snr(k)),
             fid: m.fid.as_ref().map_or(f64::NAN, |x| x.value),
+            sfid: m.sfid.as_ref().map(|x| x.value),
             precision: pr.map_or(f64::NAN, |x| x.precision),
             recall: pr.map_or(f64::NAN, |x| x.recall),
             samples,
@@ -264,11 +289,16 @@ pub fn run_switch(
 }
 
 impl SwitchStudy {
-    /// The table of `switch.csv`.
+    /// The table of `switch.csv` (an sFID column when it was computed).
     pub fn table(&self) -> Table {
-        let mut table = Table::new(["beta1", "k", "log_snr", "fid", "precision", "recall"]);
+        let with_sfid = self.rows.iter().any(|r| r.sfid.is_some());
+        let mut head = vec!["beta1", "k", "log_snr", "fid", "precision", "recall"];
+        if with_sfid {
+            head.insert(4, "sfid");
+        }
+        let mut table = Table::new(head);
         for r in &self.rows {
-            table.push([
+            let mut row = vec![
                 if r.k == 0 {
                     "ddgm".to_string()
                 } else {
@@ -279,7 +309,11 @@ impl SwitchStudy {
                 format!("{:.3}", r.fid),
                 format!("{:.4}", r.precision),
                 format!("{:.4}", r.recall),
-            ]);
+            ];
+            if with_sfid {
+                row.insert(4, format!("{:.3}", r.sfid.unwrap_or(f64::NAN)));
+            }
+            table.push(row);
         }
         table
     }

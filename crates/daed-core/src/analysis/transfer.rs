@@ -112,6 +112,34 @@ pub struct TransferStudy {
 }
 
 impl TransferStudy {
+    /// Runs the transfer on every named set (already conformed to the models' shape).
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        ddgm: &UNet,
+        d: &GaussianDiffusion,
+        dae: &DaedNets,
+        beta1: f64,
+        sets: &[(String, ImageSet)],
+        batch: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        let mut rows = Vec::new();
+        for (name, set) in sets {
+            let (pd, pa, images, k) =
+                transfer(ddgm, d, dae, beta1, set, name, batch, seed, device)?;
+            rows.push(TransferRow {
+                target: name.clone(),
+                k,
+                ddgm: pd,
+                dae: pa,
+                images,
+                shape: [set.channels, set.height, set.width],
+            });
+        }
+        Ok(TransferStudy { beta1, rows })
+    }
+
     /// `transfer.csv`: target, model, MAE, MS-SSIM, k.
     pub fn table(&self) -> Table {
         let mut table = Table::new(["target", "model", "mae", "msssim", "k"]);
