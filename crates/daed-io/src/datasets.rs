@@ -4,6 +4,7 @@ use crate::cifar::{read_cifar, CifarKind};
 use crate::error::{Error, Result};
 use crate::folder::{is_image_name, read_folder_limit, FolderOptions, CELEBA_DEFAULT_CROP};
 use crate::idx::{load_idx_pair, load_idx_pair_from_bytes};
+use crate::imagenet::{read_imagenet_npz, IMAGENET_CLASSES};
 use crate::images::ImageSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -36,11 +37,15 @@ pub enum DatasetName {
     Folder,
     /// The first 2,000 Fashion-MNIST test images, embedded in the binary.
     FashionMnistDemo,
+    /// Downsampled ImageNet, 32x32 RGB, 1000 classes (the published `Imagenet32_*_npz` files).
+    Imagenet32,
+    /// Downsampled ImageNet, 64x64 RGB, 1000 classes (the published `Imagenet64_*_npz` files).
+    Imagenet64,
 }
 
 impl DatasetName {
     /// Every dataset name.
-    pub const ALL: [DatasetName; 7] = [
+    pub const ALL: [DatasetName; 9] = [
         DatasetName::FashionMnist,
         DatasetName::Mnist,
         DatasetName::Cifar10,
@@ -48,6 +53,8 @@ impl DatasetName {
         DatasetName::Celeba,
         DatasetName::Folder,
         DatasetName::FashionMnistDemo,
+        DatasetName::Imagenet32,
+        DatasetName::Imagenet64,
     ];
 
     /// The canonical name, as accepted by `FromStr` and printed by `Display`.
@@ -60,6 +67,8 @@ impl DatasetName {
             DatasetName::Celeba => "celeba",
             DatasetName::Folder => "folder",
             DatasetName::FashionMnistDemo => "fashion-mnist-demo",
+            DatasetName::Imagenet32 => "imagenet32",
+            DatasetName::Imagenet64 => "imagenet64",
         }
     }
 
@@ -69,8 +78,10 @@ impl DatasetName {
             DatasetName::FashionMnist | DatasetName::Mnist | DatasetName::FashionMnistDemo => {
                 Some((1, 28, 28))
             }
-            DatasetName::Cifar10 | DatasetName::Cifar100 => Some((3, 32, 32)),
-            DatasetName::Celeba => Some((3, 64, 64)),
+            DatasetName::Cifar10 | DatasetName::Cifar100 | DatasetName::Imagenet32 => {
+                Some((3, 32, 32))
+            }
+            DatasetName::Celeba | DatasetName::Imagenet64 => Some((3, 64, 64)),
             DatasetName::Folder => None,
         }
     }
@@ -83,7 +94,17 @@ impl DatasetName {
             }
             DatasetName::Cifar10 => Some(10),
             DatasetName::Cifar100 => Some(100),
+            DatasetName::Imagenet32 | DatasetName::Imagenet64 => Some(IMAGENET_CLASSES),
             DatasetName::Celeba | DatasetName::Folder => None,
+        }
+    }
+
+    /// Image side of the downsampled-ImageNet datasets (32 or 64), `None` for the others.
+    pub fn imagenet_size(self) -> Option<usize> {
+        match self {
+            DatasetName::Imagenet32 => Some(32),
+            DatasetName::Imagenet64 => Some(64),
+            _ => None,
         }
     }
 }
@@ -105,10 +126,13 @@ impl FromStr for DatasetName {
             "celeba" | "celeba64" | "celeba-64" => DatasetName::Celeba,
             "folder" => DatasetName::Folder,
             "demo" | "fashion-mnist-demo" | "fashion_mnist_demo" | "fmnist-demo" => DatasetName::FashionMnistDemo,
+            "imagenet32" | "imagenet-32" | "imagenet_32" => DatasetName::Imagenet32,
+            "imagenet64" | "imagenet-64" | "imagenet_64" => DatasetName::Imagenet64,
             _ => {
                 return Err(Error::Invalid(format!(
                     "unknown dataset '{s}'; valid names: fashion-mnist (fashion_mnist, fmnist), mnist, \
-                     cifar10 (cifar-10), cifar100 (cifar-100), celeba, folder, demo (fashion-mnist-demo)"
+                     cifar10 (cifar-10), cifar100 (cifar-100), celeba, folder, demo (fashion-mnist-demo), \
+                     imagenet32 (imagenet-32), imagenet64 (imagenet-64)"
                 )))
             }
         })
@@ -152,8 +176,8 @@ impl FromStr for Split {
 pub struct DatasetSpec {
     /// Which dataset.
     pub name: DatasetName,
-    /// Train or test split (CelebA uses `list_eval_partition.txt` when present; Folder and the demo
-    /// ignore it).
+    /// Train or test split (CelebA uses `list_eval_partition.txt` when present; downsampled ImageNet's
+    /// test split is `val_data.npz`; Folder and the demo ignore it).
     pub split: Split,
     /// A data file or directory; `None` searches `DAED_DATA`, `./data`, `../shared/data`, ...
     pub path: Option<PathBuf>,
@@ -218,6 +242,7 @@ fn candidate_dirs(dir: &Path, name: DatasetName) -> Vec<PathBuf> {
                 }
                 DatasetName::Cifar100 => n.starts_with("cifar100") || n.starts_with("cifar-100"),
                 DatasetName::Celeba => n.starts_with("celeba") || n == "img_align_celeba",
+                DatasetName::Imagenet32 | DatasetName::Imagenet64 => is_imagenet_dir(&n, name),
                 DatasetName::Folder | DatasetName::FashionMnistDemo => false,
             }
         })
@@ -237,9 +262,40 @@ fn candidate_dirs(dir: &Path, name: DatasetName) -> Vec<PathBuf> {
                 subs.push(p);
             }
         }
+        // imagenet32/Imagenet32_train_npz, imagenet32/Imagenet32_val_npz.
+        if name.imagenet_size().is_some() {
+            subs.extend(sorted_subdirs(&s, |n| is_imagenet_dir(n, name)));
+        }
     }
     out.extend(subs);
     out
+}
+
+/// The subdirectories of `dir` whose lower-cased names pass `keep`, sorted.
+fn sorted_subdirs(dir: &Path, keep: impl Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| {
+        p.is_dir()
+            && p.file_name()
+                .is_some_and(|n| keep(&n.to_string_lossy().to_ascii_lowercase()))
+    });
+    v.sort();
+    v
+}
+
+/// Whether a lower-cased directory name fits a downsampled-ImageNet dataset (`imagenet32`,
+/// `Imagenet32_train_npz`, `imagenet-64`, ...).
+fn is_imagenet_dir(n: &str, name: DatasetName) -> bool {
+    let Some(size) = name.imagenet_size() else {
+        return false;
+    };
+    ["imagenet", "imagenet-", "imagenet_"].iter().any(|p| {
+        n.strip_prefix(p)
+            .and_then(|r| r.strip_prefix(&*size.to_string()))
+            .is_some_and(|r| !r.starts_with(|c: char| c.is_ascii_digit()))
+    })
 }
 
 fn first_existing(dir: &Path, names: &[String]) -> Option<PathBuf> {
@@ -310,6 +366,31 @@ fn find_cifar100(dir: &Path, split: Split) -> Option<Vec<PathBuf>> {
     p.is_file().then(|| vec![p])
 }
 
+/// Finds downsampled-ImageNet npz files for a split in `dir`: every `train_data_batch_N.npz` in
+/// numeric order of N (train), or `val_data.npz` (test).
+fn find_imagenet(dir: &Path, split: Split) -> Option<Vec<PathBuf>> {
+    if split == Split::Test {
+        let p = dir.join("val_data.npz");
+        return p.is_file().then(|| vec![p]);
+    }
+    let mut batches: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let num = n
+                .strip_prefix("train_data_batch_")?
+                .strip_suffix(".npz")?
+                .parse::<u64>()
+                .ok()?;
+            let p = e.path();
+            p.is_file().then_some((num, p))
+        })
+        .collect();
+    batches.sort();
+    (!batches.is_empty()).then(|| batches.into_iter().map(|(_, p)| p).collect())
+}
+
 fn has_images(dir: &Path) -> bool {
     std::fs::read_dir(dir)
         .map(|rd| rd.filter_map(|e| e.ok()).any(|e| is_image_name(&e.path())))
@@ -327,16 +408,33 @@ fn find_celeba(dir: &Path) -> Option<PathBuf> {
 
 fn not_found(name: DatasetName, split: Split, searched: &[PathBuf]) -> Error {
     let list: Vec<String> = searched.iter().map(|p| p.display().to_string()).collect();
+    let searched = if list.is_empty() {
+        "(nothing)".to_string()
+    } else {
+        list.join(", ")
+    };
+    let hint = match name.imagenet_size() {
+        Some(s) => format!(
+            "searched: {searched} for {}; ImageNet cannot be fetched automatically: download \
+             Imagenet{s}_train_npz / Imagenet{s}_val_npz from image-net.org (login needed), unzip them, \
+             and pass --data PATH or set {DATA_ENV}",
+            match split {
+                Split::Train => "train_data_batch_N.npz",
+                Split::Test => "val_data.npz",
+            }
+        ),
+        None => format!(
+            "searched: {searched}; pass --data PATH, set {DATA_ENV}, or run `daed data fetch {name} --to DIR`"
+        ),
+    };
     Error::NotFound {
         what: format!("{name} ({split} split)"),
-        hint: format!(
-            "searched: {}; pass --data PATH, set {DATA_ENV}, or run `daed data fetch {name} --to DIR`",
-            if list.is_empty() { "(nothing)".to_string() } else { list.join(", ") }
-        ),
+        hint,
     }
 }
 
-/// Loads the dataset described by `spec` (see the module docs for the search order).
+/// Loads the dataset described by `spec` (see the module docs for the search order). Downsampled
+/// ImageNet loads every `train_data_batch_N.npz` in order of N (train) or `val_data.npz` (test).
 pub fn load(spec: &DatasetSpec) -> Result<ImageSet> {
     let name = spec.name;
     let set = match name {
@@ -405,6 +503,10 @@ fn load_from_dir(spec: &DatasetSpec, dir: &Path) -> Result<Option<ImageSet>> {
             Some(d) => return load_celeba(&d, spec).map(Some),
             None => return Ok(None),
         },
+        DatasetName::Imagenet32 | DatasetName::Imagenet64 => match find_imagenet(dir, spec.split) {
+            Some(files) => read_imagenet_npz(&files, imagenet_side(spec.name), spec.limit)?,
+            None => return Ok(None),
+        },
         DatasetName::Folder | DatasetName::FashionMnistDemo => return Ok(None),
     };
     Ok(Some(apply_limit(set, spec.limit)))
@@ -465,6 +567,10 @@ fn load_celeba(img_dir: &Path, spec: &DatasetSpec) -> Result<ImageSet> {
     crate::folder::load_image_files(&files, &opts, img_dir)
 }
 
+fn imagenet_side(name: DatasetName) -> usize {
+    name.imagenet_size().unwrap_or(32)
+}
+
 /// Loads `spec` from a single file given as its path.
 fn load_file(spec: &DatasetSpec, file: &Path) -> Result<ImageSet> {
     let set = match spec.name {
@@ -492,6 +598,9 @@ fn load_file(spec: &DatasetSpec, file: &Path) -> Result<ImageSet> {
         }
         DatasetName::Cifar10 => read_cifar(&[file], CifarKind::Cifar10)?,
         DatasetName::Cifar100 => read_cifar(&[file], CifarKind::Cifar100Fine)?,
+        DatasetName::Imagenet32 | DatasetName::Imagenet64 => {
+            read_imagenet_npz(&[file], imagenet_side(spec.name), spec.limit)?
+        }
         _ => {
             return Err(Error::Invalid(format!(
                 "{}: {} needs a directory, not a file",

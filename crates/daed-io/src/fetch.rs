@@ -241,7 +241,8 @@ fn fetch_tarball(
 
 /// Downloads dataset `name` under `to` (into `to/fashion-mnist/`, `to/mnist/`, `to/cifar-10-batches-bin/`,
 /// `to/cifar-100-binary/`), verifying MD5s; files already present and valid are kept. Returns the data files.
-/// CelebA has no direct URL (error with instructions); the demo set is written out from the binary.
+/// CelebA and downsampled ImageNet have no direct URL (error with instructions); the demo set is written
+/// out from the binary.
 pub fn fetch(name: DatasetName, to: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
     match name {
@@ -255,6 +256,15 @@ pub fn fetch(name: DatasetName, to: &Path) -> Result<Vec<PathBuf>> {
              --data PATH (or set DAED_DATA) to the folder holding img_align_celeba/"
                 .into(),
         )),
+        DatasetName::Imagenet32 | DatasetName::Imagenet64 => {
+            let s = name.imagenet_size().unwrap_or(32);
+            Err(Error::Invalid(format!(
+                "downsampled ImageNet ({name}) has no public download URL (image-net.org needs a login): \
+                 download Imagenet{s}_train_npz and Imagenet{s}_val_npz from https://image-net.org/download-images \
+                 (\"Downsampled ImageNet\"), unzip them, and pass --data DIR (or set DAED_DATA) to the folder \
+                 holding train_data_batch_N.npz / val_data.npz"
+            )))
+        }
         DatasetName::Folder => Err(Error::Invalid(
             "the folder dataset is your own images: nothing to fetch; pass --data PATH".into(),
         )),

@@ -1,7 +1,7 @@
 //! daed-io: the framework-free file side of daed.
 //!
-//! Datasets (IDX, CIFAR binary, image folders, an embedded Fashion-MNIST demo subset), downloads with
-//! checksums, numpy `.npy`/`.npz`, PyTorch `.pth` state dicts (read only), PNG image grids, PNG line
+//! Datasets (IDX, CIFAR binary, downsampled-ImageNet npz, image folders, an embedded Fashion-MNIST
+//! demo subset), downloads with checksums, numpy `.npy`/`.npz`, PyTorch `.pth` state dicts (read only), PNG image grids, PNG line
 //! plots, CSV/Markdown/JSON tables, atomic file writes, and a small
 //! mutation fuzzer for parsers ([`fuzz`]). Nothing here depends on a tensor
 //! framework: images are plain `u8`/`f32` buffers.
@@ -18,6 +18,7 @@ pub mod font;
 pub mod fuzz;
 pub mod grid;
 pub mod idx;
+pub mod imagenet;
 pub mod images;
 pub mod npz;
 pub mod plot;

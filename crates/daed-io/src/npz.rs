@@ -1,4 +1,4 @@
-//! numpy `.npy` and `.npz` files: little-endian `|u1 <f4 <f8 <i8` (and `<i4`, read as i64), C order.
+//! numpy `.npy` and `.npz` files: little-endian `|u1 <f4 <f8 <i8` (and `<i4 <i2 <u2`, read as i64), C order.
 //!
 //! `.npz` is a zip of `key.npy` entries; we write STORED entries and read STORED or DEFLATE ones
 //! (`np.savez_compressed`), including the zip64 fields numpy/Python write.
@@ -189,8 +189,15 @@ fn after_key<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     None
 }
 
-/// Parses `.npy` bytes; `origin` names the source in errors.
-pub fn npy_from_bytes(bytes: &[u8], origin: &Path) -> Result<NpyArray> {
+/// A parsed `.npy` header: dtype, shape and where the (size-checked) element data starts.
+struct NpyHeader {
+    descr: String,
+    shape: Vec<usize>,
+    start: usize,
+}
+
+/// Parses and checks a `.npy` header, including that the data that follows has the right size.
+fn npy_header(bytes: &[u8], origin: &Path) -> Result<NpyHeader> {
     let bad = |m: String| Error::format(origin, m);
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return Err(bad(
@@ -250,11 +257,12 @@ pub fn npy_from_bytes(bytes: &[u8], origin: &Path) -> Result<NpyArray> {
     let body = &bytes[end..];
     let width = match descr {
         "|u1" | "<u1" | "u1" => 1,
+        "<i2" | "<u2" => 2,
         "<f4" | "<i4" => 4,
         "<f8" | "<i8" => 8,
         d => {
             return Err(bad(format!(
-                "unsupported dtype '{d}' (supported: |u1 <f4 <f8 <i8 <i4)"
+                "unsupported dtype '{d}' (supported: |u1 <f4 <f8 <i8 <i4 <i2 <u2)"
             )))
         }
     };
@@ -272,10 +280,39 @@ pub fn npy_from_bytes(bytes: &[u8], origin: &Path) -> Result<NpyArray> {
             }
         )));
     }
-    let data = match descr {
+    Ok(NpyHeader {
+        descr: descr.to_string(),
+        shape,
+        start: end,
+    })
+}
+
+fn is_u8_descr(descr: &str) -> bool {
+    matches!(descr, "|u1" | "<u1" | "u1")
+}
+
+/// Parses `.npy` bytes; `origin` names the source in errors.
+pub fn npy_from_bytes(bytes: &[u8], origin: &Path) -> Result<NpyArray> {
+    let NpyHeader {
+        descr,
+        shape,
+        start,
+    } = npy_header(bytes, origin)?;
+    let body = &bytes[start..];
+    let data = match descr.as_str() {
         "<f4" => NpyData::F32(
             body.chunks_exact(4)
                 .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        ),
+        "<i2" => NpyData::I64(
+            body.chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]) as i64)
+                .collect(),
+        ),
+        "<u2" => NpyData::I64(
+            body.chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]) as i64)
                 .collect(),
         ),
         "<i4" => NpyData::I64(
@@ -296,6 +333,19 @@ pub fn npy_from_bytes(bytes: &[u8], origin: &Path) -> Result<NpyArray> {
         _ => NpyData::U8(body.to_vec()),
     };
     Ok(NpyArray { shape, data })
+}
+
+/// Parses `.npy` bytes it owns, like [`npy_from_bytes`] but without copying `|u1` element data.
+pub fn npy_from_vec(mut bytes: Vec<u8>, origin: &Path) -> Result<NpyArray> {
+    let h = npy_header(&bytes, origin)?;
+    if !is_u8_descr(&h.descr) {
+        return npy_from_bytes(&bytes, origin);
+    }
+    bytes.drain(..h.start);
+    Ok(NpyArray {
+        shape: h.shape,
+        data: NpyData::U8(bytes),
+    })
 }
 
 /// Reads a `.npy` file.
@@ -390,9 +440,48 @@ pub fn read_npz(path: impl AsRef<Path>) -> Result<BTreeMap<String, NpyArray>> {
 
 /// Parses `.npz` bytes (zip, STORED or DEFLATE entries, zip64 fields understood).
 pub fn npz_from_bytes(b: &[u8], origin: &Path) -> Result<BTreeMap<String, NpyArray>> {
+    npz_select(b, origin, |_| true)
+}
+
+/// Reads only the arrays named in `keys` from an `.npz` file; other entries are not decoded.
+pub fn read_npz_keys(path: impl AsRef<Path>, keys: &[&str]) -> Result<BTreeMap<String, NpyArray>> {
+    let path = path.as_ref();
+    npz_from_bytes_keys(&read_file(path)?, path, keys)
+}
+
+/// Parses only the entries of `.npz` bytes whose key (name without `.npy`) is in `keys`.
+pub fn npz_from_bytes_keys(
+    b: &[u8],
+    origin: &Path,
+    keys: &[&str],
+) -> Result<BTreeMap<String, NpyArray>> {
+    npz_select(b, origin, |k| keys.contains(&k))
+}
+
+/// The keys (entry names without `.npy`) of `.npz` bytes, in archive order, without decoding them.
+pub fn npz_keys_from_bytes(b: &[u8], origin: &Path) -> Result<Vec<String>> {
+    Ok(zip_entries(b, origin, "zip/npz")?
+        .into_iter()
+        .map(|e| npz_key(&e.name).to_string())
+        .collect())
+}
+
+fn npz_key(name: &str) -> &str {
+    name.strip_suffix(".npy").unwrap_or(name)
+}
+
+/// Decodes the entries whose key `keep` accepts.
+fn npz_select(
+    b: &[u8],
+    origin: &Path,
+    keep: impl Fn(&str) -> bool,
+) -> Result<BTreeMap<String, NpyArray>> {
     let mut out = BTreeMap::new();
     for e in zip_entries(b, origin, "zip/npz")? {
         let name = &e.name;
+        if !keep(npz_key(name)) {
+            continue;
+        }
         let data = match e.method {
             0 => e.raw.to_vec(),
             8 => {
@@ -414,8 +503,8 @@ pub fn npz_from_bytes(b: &[u8], origin: &Path) -> Result<BTreeMap<String, NpyArr
             }
         };
         e.verify(&data, origin)?;
-        let key = name.strip_suffix(".npy").unwrap_or(name).to_string();
-        let arr = npy_from_bytes(&data, &origin.join(name))?;
+        let key = npz_key(name).to_string();
+        let arr = npy_from_vec(data, &origin.join(name))?;
         out.insert(key, arr);
     }
     Ok(out)
