@@ -9,7 +9,7 @@ use daed_io::datasets::{self, DatasetName, DatasetSpec};
 pub enum DataCmd {
     /// Download a dataset from its canonical location and check its published checksums.
     Fetch {
-        /// fashion-mnist, mnist, cifar10, cifar100 (celeba must be downloaded by hand).
+        /// fashion-mnist, mnist, cifar10, cifar100 (celeba, imagenet32 and imagenet64 must be downloaded by hand).
         name: String,
         /// Directory to put it in.
         #[arg(long)]

@@ -334,13 +334,13 @@ fn evaluate(a: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Says where a covariance was singular and pytorch-fid's epsilon was added.
+/// Says where the square root was not finite and pytorch-fid's epsilon was added.
 fn print_notes(m: &daed_core::metrics::evaluate::Metrics) {
     for (name, d) in [("FID", &m.fid), ("sFID", &m.sfid)] {
         let Some(d) = d else { continue };
         if let Some(eps) = d.eps_added {
             println!(
-                "note: {name}: a covariance is singular (ranks {:?}); added {eps:e} to the \
+                "note: {name}: the square root was not finite (ranks {:?}); added {eps:e} to the \
                  diagonals as pytorch-fid does (without it: {:.4})",
                 d.ranks, d.value_without_eps
             );

@@ -123,6 +123,42 @@ fn check_report(out: &Path, with_metrics: bool) {
     assert!(suggest["summary"]["beta1"].as_f64().is_some());
 }
 
+/// Renders the report in headless Chromium when it is installed (Debian's `chromium`): the page
+/// must load and paint (a screenshot of several hundred KB: text, tables and figures).
+fn screenshot_when_chromium_is_here(out: &Path) {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/report_screenshot.sh"
+    );
+    let shot = out.join("report-screenshot.png");
+    let r = Command::new("sh")
+        .args([
+            script,
+            out.to_str().unwrap(),
+            shot.to_str().unwrap(),
+            "1200",
+            "6000",
+        ])
+        .output()
+        .unwrap();
+    if r.status.code() == Some(2) {
+        eprintln!(
+            "no Chromium here: the browser check is skipped ({})",
+            String::from_utf8_lossy(&r.stderr).trim()
+        );
+        return;
+    }
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    assert!(
+        png.len() > 200_000,
+        "a screenshot of {} bytes: the page did not paint",
+        png.len()
+    );
+    let _ = std::fs::remove_file(shot);
+}
+
 fn stage_files(out: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(out)
         .unwrap()
@@ -158,6 +194,26 @@ fn micro_study_continues_reports_and_reuses() {
         })
         .collect();
     assert!(steps.windows(2).all(|w| w[0] < w[1]), "log steps {steps:?}");
+
+    screenshot_when_chromium_is_here(&out);
+
+    // `daed daed suggest` applies the same rule to a DDGM run and a sweep's summary.
+    let ddgm = out.join("ddgm");
+    let mut args = vec![
+        "daed",
+        "suggest",
+        "--ddgm",
+        ddgm.to_str().unwrap(),
+        "--n",
+        "8",
+    ];
+    let sweep = out.join("sweep/summary.json");
+    if with_metrics {
+        args.extend(["--sweep", sweep.to_str().unwrap(), "--beta1", "0.025,0.1"]);
+    }
+    let text = run(&args);
+    assert!(text.contains("suggested beta1 = "), "{text}");
+    assert!(text.contains("MS-SSIM >= 0.9"), "{text}");
 
     // A rerun reuses every stage and changes no record.
     let before = stage_files(&out);

@@ -4,10 +4,11 @@
 //! `d² = |mu1 - mu2|² + tr S1 + tr S2 - 2 tr sqrt(S1 S2)`. The trace of the square root is the sum
 //! of the square roots of the eigenvalues of `Lᵀ S2 L` with `S1 = L Lᵀ` (a pivoted Cholesky
 //! factor): the same non-zero eigenvalues as `S1 S2`, but of a symmetric PSD matrix, so no
-//! complex arithmetic and no `sqrtm` iteration. As pytorch-fid (and the guided-diffusion
-//! evaluator) does when the product is singular, `eps · I` (1e-6) is added to both covariances
-//! when either is rank-deficient (fewer samples than dimensions, constant features); the result
-//! says so.
+//! complex arithmetic and no `sqrtm` iteration. Singular covariances (fewer samples than
+//! dimensions, constant features) need nothing more: the exact value is what pytorch-fid reports
+//! whenever scipy's `sqrtm` is finite (tested against its `calculate_frechet_distance`). As
+//! pytorch-fid, `eps · I` (1e-6) is added to both covariances only when the square root is not
+//! finite; the result says so.
 use std::path::Path;
 
 use daed_io::npz::{read_npz, write_npz, NpyArray};
@@ -248,8 +249,8 @@ pub struct FrechetDistance {
     pub cov_term: f64,
     /// Numerical ranks of the two covariances.
     pub ranks: [usize; 2],
-    /// The diagonal offset added to both covariances because one was singular (pytorch-fid's
-    /// rule), or `None`.
+    /// The diagonal offset added to both covariances because the square root was not finite
+    /// (pytorch-fid's rule), or `None`.
     pub eps_added: Option<f64>,
 }
 
@@ -299,7 +300,9 @@ pub fn frechet_distance(s1: &GaussianStats, s2: &GaussianStats) -> Result<Freche
     let (tr_sqrt_exact, rank1) = trace_sqrt_product(&s1.sigma, &s2.sigma, d)?;
     let mut tr_sqrt = tr_sqrt_exact;
     let mut eps_added = None;
-    if rank1 < d || rank2 < d {
+    // pytorch-fid's rule: the offset only when the square root is not finite (a singular
+    // covariance alone does not call for it).
+    if !tr_sqrt_exact.is_finite() {
         let mut a = s1.sigma.clone();
         let mut b = s2.sigma.clone();
         for i in 0..d {

@@ -144,12 +144,42 @@ fn dae_config(
     cfg.daed.dae_loss = DaeLoss::Mse;
     cfg.train.steps = s.dae_steps;
     cfg.train.out_dir = Some(dir.to_path_buf());
-    cfg.train.checkpoint_every = s.dae_steps.max(1);
+    // Four checkpoints over the run: a DAE cut short resumes from the last one.
+    cfg.train.checkpoint_every = (s.dae_steps / 4).max(1);
     cfg.train.sample_every = 0;
     cfg.sample.n = 16;
     cfg.sample.respacing = s.sampling.respacing.clone();
     cfg.device = s.device.clone();
     cfg
+}
+
+/// Refuses to reuse a DAE run made for another DDGM, beta1 or network.
+fn same_dae(old: &Checkpoint, cfg: &crate::config::ExperimentConfig) -> Result<()> {
+    let o = &old.config;
+    let canon = |p: &Option<PathBuf>| {
+        p.as_ref()
+            .map(|p| std::fs::canonicalize(p).unwrap_or(p.clone()))
+    };
+    let same = canon(&o.daed.ddgm) == canon(&cfg.daed.ddgm)
+        && crate::config::DaedConfig {
+            ddgm: None,
+            ..o.daed.clone()
+        } == crate::config::DaedConfig {
+            ddgm: None,
+            ..cfg.daed.clone()
+        }
+        && o.data == cfg.data
+        && o.diffusion == cfg.diffusion
+        && o.unet == cfg.unet
+        && o.train.seed == cfg.train.seed;
+    if same {
+        return Ok(());
+    }
+    Err(Error::ckpt(
+        &old.dir,
+        "holds a DAE made for another DDGM, beta1 or network than this sweep's: move it away or \
+         write the sweep to another folder",
+    ))
 }
 
 /// Trains the DAE for `b` unless a run with enough steps is there (a shorter one is resumed);
@@ -165,8 +195,14 @@ pub fn ensure_dae(
     let cfg = dae_config(ck, b, s, &dir);
     let mut t = match crate::train::checkpoint::list(&dir)?.last() {
         None => Trainer::<DaedNets>::new(cfg, data.clone())?,
-        Some(_) if Checkpoint::open(&dir)?.state.step >= s.dae_steps => return Ok(dir),
-        Some(_) => Trainer::<DaedNets>::resume(cfg, data.clone(), &dir)?,
+        Some(_) => {
+            let old = Checkpoint::open(&dir)?;
+            same_dae(&old, &cfg)?;
+            if old.state.step >= s.dae_steps {
+                return Ok(dir);
+            }
+            Trainer::<DaedNets>::resume(cfg, data.clone(), &dir)?
+        }
     };
     t.run(progress.training(b, &dir).as_mut())?;
     Ok(dir)

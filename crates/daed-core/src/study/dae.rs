@@ -9,6 +9,7 @@ use super::{Ctx, Outcome, Stage, StageInfo};
 use crate::analysis::switch::{ensure_dae, mean_log_snr};
 use crate::daed::switch_index;
 use crate::train::trainer::load_data;
+use crate::train::Checkpoint;
 use crate::Result;
 
 /// The DAE-training stage.
@@ -37,26 +38,32 @@ impl Stage for Daes {
     }
     fn run(&self, ctx: &mut Ctx, dir: &Path) -> Result<Outcome> {
         let ck = ctx.ddgm()?;
-        let settings = ctx.plan.switch_settings(dir, &ctx.opts.device);
+        let root = ctx.dae_root();
+        let settings = ctx.plan.switch_settings(&root, &ctx.opts.device);
         let data = load_data(&ck.config)?;
         let powers = daed_eval::snr::image_powers(&data);
         let d = <crate::nn::UNet as crate::model::Build>::process(&ck.config)?;
         let total = d.num_steps();
         let mut rows = Vec::new();
+        let mut files = Vec::new();
         for &b in &ctx.plan.beta1 {
             let run = ensure_dae(&ck, b, &settings, &data, ctx.progress)?;
             let k = switch_index(&d.alphas_cumprod, b);
+            let trained = Checkpoint::open(&run)?.state.step;
+            let rel = run.strip_prefix(dir).unwrap_or(&run).to_path_buf();
+            files.push(rel.join("checkpoints").join("latest").display().to_string());
             rows.push(json!({
                 "beta1": b,
                 "k": k,
                 "generator_steps": total - k,
                 "log_snr": mean_log_snr(&powers, &d.alphas_cumprod, k),
-                "dae_steps": ctx.plan.dae.steps,
+                "dae_steps": trained,
                 "final_loss": last_loss(&run),
-                "run": run.strip_prefix(dir).unwrap_or(&run),
+                "run": rel,
             }));
         }
         Ok(Outcome {
+            files,
             summary: json!({"rows": rows, "mode": ctx.plan.dae.mode, "total_steps": total}),
             ..Default::default()
         })

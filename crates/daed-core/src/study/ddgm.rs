@@ -35,7 +35,7 @@ impl Stage for Ddgm {
         Ok(match &ctx.opts.ddgm {
             Some(p) => {
                 let ck = Checkpoint::open(p)?;
-                json!({"given": p, "state_sha256": file_sha256(&ck.dir.join("state.json"))?})
+                json!({"state_sha256": file_sha256(&ck.dir.join("state.json"))?})
             }
             None => json!({"config": identity(&ctx.plan.ddgm)}),
         })
@@ -51,8 +51,13 @@ impl Stage for Ddgm {
         if let Some(p) = &ctx.opts.ddgm {
             notes.push(format!("the DDGM is the given run {}", p.display()));
         }
+        // A trained DDGM lives in this stage's folder: its latest checkpoint must stay there.
+        let files = match ctx.opts.ddgm {
+            None => vec!["checkpoints/latest".to_string()],
+            Some(_) => vec![],
+        };
         Ok(Outcome {
-            files: vec![],
+            files,
             summary: json!({
                 "dir": ctx.ddgm_dir,
                 "checkpoint": ck.dir,
@@ -78,6 +83,9 @@ fn train(ctx: &mut Ctx) -> Result<()> {
     let mut cfg = ctx.plan.ddgm.clone();
     cfg.train.out_dir = Some(ctx.ddgm_dir.clone());
     cfg.device = ctx.opts.device.clone();
+    if checkpoint::list(&ctx.ddgm_dir)?.last().is_some() {
+        same_run(&Checkpoint::open(&ctx.ddgm_dir)?, &cfg)?;
+    }
     let data = load_data(&cfg)?;
     let mut t = match checkpoint::list(&ctx.ddgm_dir)?.last() {
         None => Trainer::<UNet>::new(cfg, data)?,
@@ -87,6 +95,31 @@ fn train(ctx: &mut Ctx) -> Result<()> {
         t.run(ctx.progress.ddgm_training().as_mut())?;
     }
     Ok(())
+}
+
+/// Refuses to continue a DDGM run made with another config, or one already past the plan's
+/// steps (its weights would not be the plan's DDGM); a run cut short is fine.
+fn same_run(old: &Checkpoint, cfg: &ExperimentConfig) -> Result<()> {
+    let strip = |c: &ExperimentConfig| {
+        let mut c = identity(c);
+        c.train.steps = 0;
+        c.device = String::new();
+        c
+    };
+    let why = if strip(&old.config) != strip(cfg) {
+        "was trained with another [ddgm] config than the plan's".to_string()
+    } else if old.state.step > cfg.train.steps {
+        format!(
+            "has trained {} steps, more than the plan's {}",
+            old.state.step, cfg.train.steps
+        )
+    } else {
+        return Ok(());
+    };
+    Err(crate::Error::ckpt(
+        &old.dir,
+        format!("the study's DDGM {why}: move the study's ddgm folder away, or write the study to another --out"),
+    ))
 }
 
 /// The training time the run's log shows, summed over its sessions (each restarts `elapsed_s`).

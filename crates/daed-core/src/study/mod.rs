@@ -89,6 +89,16 @@ impl Ctx<'_> {
         Checkpoint::open(&self.ddgm_dir)
     }
 
+    /// Where the DAE runs of this DDGM live: `STUDY/daed/for-ddgm-<its stamp>/`, so a changed
+    /// DDGM gets new DAEs and the old ones are kept.
+    pub fn dae_root(&self) -> PathBuf {
+        let stamp = self
+            .records
+            .get("ddgm")
+            .map_or("unknown", |r| r.stamp.get(..12).unwrap_or(&r.stamp));
+        self.opts.out.join("daed").join(format!("for-ddgm-{stamp}"))
+    }
+
     /// The summary of an earlier stage (Null when it did not run).
     pub fn summary(&self, stage: &str) -> &Value {
         self.records.get(stage).map_or(&Value::Null, |r| &r.summary)
@@ -193,10 +203,44 @@ fn resolve_ddgm(plan: &StudyPlan, opts: &StudyOptions) -> Result<(PathBuf, Exper
             if ck.config.model != crate::config::ModelKind::Ddgm {
                 return Err(Error::ckpt(&ck.dir, "--ddgm needs a DDGM run, not a DAED"));
             }
+            let (own, want) = (
+                plan::canonical_name(&ck.config.data.dataset),
+                plan::canonical_name(&plan.ddgm.data.dataset),
+            );
+            if own != want {
+                return Err(Error::ckpt(
+                    &ck.dir,
+                    format!("this DDGM was trained on {own}, the plan studies {want}: pass --dataset {own}"),
+                ));
+            }
             Ok((p.clone(), ck.config))
         }
         None => Ok((opts.out.join("ddgm"), plan.ddgm.clone())),
     }
+}
+
+/// The checks that need the DDGM's config: the Inception weights are a readable file, and every
+/// generator has at least `metrics.sample_steps` steps.
+fn check_inputs(plan: &StudyPlan, opts: &StudyOptions, cfg: &ExperimentConfig) -> Result<()> {
+    if let Some(w) = &opts.inception {
+        if !w.is_file() {
+            return Err(Error::Invalid(format!(
+                "{}: the FID Inception weights are not there (--inception / $DAED_INCEPTION)",
+                w.display()
+            )));
+        }
+    }
+    let d = <crate::nn::UNet as crate::model::Build>::process(cfg)?;
+    for &b in &plan.beta1 {
+        let left = d.num_steps() - crate::daed::switch_index(&d.alphas_cumprod, b);
+        if plan.metrics.sample_steps > left {
+            return Err(Error::Invalid(format!(
+                "study plan: metrics.sample_steps = {} but the generator for beta1 = {b} has {left} steps",
+                plan.metrics.sample_steps
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Loads the plan's targets that are at hand; the others become notes.
@@ -226,6 +270,7 @@ pub fn run_study(
     plan.validate()?;
     let device = crate::device::resolve(&opts.device)?;
     let (ddgm_dir, ddgm_cfg) = resolve_ddgm(plan, opts)?;
+    check_inputs(plan, opts, &ddgm_cfg)?;
     let _lock = lock(&opts.out)?;
     let (targets, notes) = load_targets(plan, &ddgm_cfg.data.dataset);
     for n in &notes {
@@ -283,6 +328,11 @@ fn run_one(stage: &dyn Stage, ctx: &mut Ctx) -> Result<(StageRecord, bool)> {
         return Ok((rec, true));
     }
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    // A record of other inputs must not outlive a run that stops half-way.
+    let stale = dir.join(record::FILE);
+    if stale.exists() {
+        std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, e))?;
+    }
     let started = record::now_utc();
     let t0 = Instant::now();
     let out = stage.run(ctx, &dir)?;

@@ -201,10 +201,16 @@ impl StudyPlan {
         if self.dae.steps == 0 {
             return bad("dae.steps must be at least 1".into());
         }
+        let mut seen = Vec::new();
         for (name, split) in self.target_specs() {
             name.parse::<daed_io::datasets::DatasetName>()
                 .and_then(|_| split.parse::<daed_io::datasets::Split>())
                 .map_err(|e| Error::Invalid(format!("study plan: targets: {e}")))?;
+            let c = canonical_name(&name);
+            if seen.contains(&c) {
+                return bad(format!("targets: {c} is listed twice"));
+            }
+            seen.push(c);
         }
         self.ddgm.validate()?;
         self.switch_settings(std::path::Path::new("."), "flex")

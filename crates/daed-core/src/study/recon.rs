@@ -21,7 +21,12 @@ impl Stage for Recon {
         }
     }
     fn inputs(&self, ctx: &Ctx) -> Result<Value> {
-        let names: Vec<&String> = ctx.targets.iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = ctx
+            .targets
+            .iter()
+            .map(|(n, s)| format!("{n}:{}", s.len()))
+            .chain(ctx.plan.targets.iter().cloned())
+            .collect();
         Ok(
             json!({"recon": ctx.plan.recon, "targets": names, "seed": ctx.plan.seed,
                   "batch_size": ctx.plan.batch_size}),

@@ -40,6 +40,15 @@ impl View<'_> {
     }
 }
 
+/// How the report names a dataset.
+fn display_name(dataset: &str) -> String {
+    match super::plan::canonical_name(dataset).as_str() {
+        "fashion-mnist-demo" => "Fashion-MNIST (the 2,000 test images embedded in daed)".into(),
+        "fashion-mnist" => "Fashion-MNIST".into(),
+        other => other.to_string(),
+    }
+}
+
 fn f(v: &Value, digits: usize) -> String {
     v.as_f64()
         .map_or("-".to_string(), |x| format!("{x:.digits$}"))
@@ -80,7 +89,11 @@ pub fn write(
     blocks.push(Block::List(reading(&v)));
     blocks.extend(provenance(&v, plan, opts, notes));
     let doc = Doc {
-        title: format!("DDGM study: {} ({} scale)", v.dataset, plan.scale),
+        title: format!(
+            "DDGM study: {} ({} scale)",
+            display_name(&v.dataset),
+            plan.scale
+        ),
         blocks,
     };
     let paths = [out.join("report.html"), out.join("report.md")];
@@ -96,10 +109,8 @@ fn intro(v: &View, plan: &StudyPlan) -> Vec<Block> {
     vec![Block::Para(format!(
         "A reproduction of the analyses of Deja et al. (NeurIPS 2022) on {}: a DDGM with {} parameters \
          (T = {}, {} schedule, trained {} steps), DAEs for beta1 in {:?} ({} mode, {} steps each). \
-         Numbers labelled \"paper\" are the paper's own; all others were measured by this run. \
-         The `{}` scale uses small models and few samples: compare rankings and trends with the paper, \
-         not absolute values (FID on a few hundred samples is biased upwards).",
-        v.dataset,
+         Numbers labelled \"paper\" are the paper's own; all others were measured by this run.{}",
+        display_name(&v.dataset),
         s["parameters"],
         s["steps_T"],
         s["schedule"].as_str().unwrap_or("-"),
@@ -107,7 +118,14 @@ fn intro(v: &View, plan: &StudyPlan) -> Vec<Block> {
         plan.beta1,
         serde_json::to_value(plan.dae.mode).unwrap_or_default().as_str().unwrap_or("-"),
         plan.dae.steps,
-        plan.scale,
+        match plan.scale.as_str() {
+            "micro" | "cpu" => format!(
+                " The {} scale uses small models and {} samples per model: compare rankings and \
+                 trends with the paper, not absolute values (FID on few samples is biased upwards).",
+                plan.scale, plan.metrics.n
+            ),
+            _ => String::new(),
+        },
     ))]
 }
 
@@ -278,6 +296,14 @@ fn daeds(v: &View) -> Vec<Block> {
         ],
         rows,
     ));
+    b.push(Block::Para(match v.summary("daed")["mode"].as_str() {
+        Some("joint") => "Joint mode: each DAED (generator and DAE) was trained from scratch for \
+            the DAE steps shown, not for the DDGM's steps; compare with the DDGM accordingly."
+            .into(),
+        _ => "Two-stage: each DAE was trained on top of the DDGM, whose steps k+1..T are the \
+            generator. The paper's T-k is for its T = 500 process."
+            .into(),
+    }));
     b
 }
 
@@ -338,8 +364,12 @@ fn sweep(v: &View) -> Vec<Block> {
             rows,
         ));
         b.push(Block::Para(format!(
-            "{} samples per model against {} training images; generator sampling respaced to \"{}\" steps, the same noise for every model.",
-            s["n"], s["reference_n"], s["sampling"].as_str().unwrap_or("all")
+            "{} samples per model against {} training images; generator sampling {}, the same noise for every model.",
+            s["n"], s["reference_n"],
+            match s["sampling"].as_str().unwrap_or("") {
+                "" => "over every step".to_string(),
+                r => format!("respaced to {r} steps"),
+            }
         )));
     }
     b.extend(v.image("sweep", "switch.png", "FID of each DAED against the log-SNR at its switch step; the dashed line is the DDGM's FID (Figure 4).".into()));
@@ -557,7 +587,7 @@ fn reading(v: &View) -> Vec<String> {
     let l = v.summary("losses");
     if let Some(share) = l["share_first_10pct"].as_f64() {
         out.push(format!(
-            "Per-step losses: the first 10% of steps hold {} of the VLB terms; the paper (Figure 14) finds the loss concentrated in the first steps: {}.",
+            "Per-step losses: the first 10% of steps hold {} of the VLB terms; the paper (Figure 14) finds the loss concentrated in the first steps (taken here as more than half): {}.",
             pct(share), verdict(share > 0.5)
         ));
     }
@@ -565,10 +595,12 @@ fn reading(v: &View) -> Vec<String> {
 }
 
 fn provenance(v: &View, plan: &StudyPlan, opts: &StudyOptions, notes: &[String]) -> Vec<Block> {
+    // Stages reused from an earlier run keep the commit that ran them (the table's column).
     let mut b = vec![Block::Heading("Provenance".into())];
     b.push(Block::Para(format!(
-        "Run by {} (commit {}), device {}, analysis seed {}, DDGM training seed {}. The plan is in plan.toml; every stage's inputs, stamp and summary in STAGE/stage.json and results.json.",
-        opts.provenance.tool, opts.provenance.commit, opts.device, plan.seed, plan.ddgm.train.seed
+        "Report written by {} (commit {}), device {}, analysis seed {}, DDGM training seed {}. The plan is in plan.toml; every stage's inputs, stamp and summary in STAGE/stage.json and results.json.",
+        opts.provenance.tool, opts.provenance.commit, opts.device, plan.seed,
+        v.summary("ddgm")["train"]["seed"]
     )));
     let rows = v
         .records
@@ -581,7 +613,8 @@ fn provenance(v: &View, plan: &StudyPlan, opts: &StudyOptions, notes: &[String])
                 r.skipped
                     .clone()
                     .map_or("done".into(), |s| format!("skipped: {s}")),
-                r.stamp[..12].to_string(),
+                r.provenance.commit.clone(),
+                r.stamp.get(..12).unwrap_or(&r.stamp).to_string(),
             ]
         })
         .collect();
@@ -591,6 +624,7 @@ fn provenance(v: &View, plan: &StudyPlan, opts: &StudyOptions, notes: &[String])
             "started (UTC)".into(),
             "wall s".into(),
             "status".into(),
+            "commit".into(),
             "stamp".into(),
         ],
         rows,

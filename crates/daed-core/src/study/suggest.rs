@@ -79,12 +79,16 @@ pub fn suggest(
         .iter()
         .filter(|c| limit.is_some_and(|l| c.beta1 <= l + 1e-12))
         .collect();
+    let last_t = own.iter().map(|p| p.t).max();
     let regime = match (until, limit) {
+        (Some(t), Some(l)) if Some(t) == last_t => format!(
+            "the DDGM's reconstructions keep MS-SSIM >= {MSSSIM_FLOOR} over the whole measured grid, up to t = {t} (beta1 <= {l:.4}; the regime may go further)"
+        ),
         (Some(t), Some(l)) => format!(
             "the DDGM's reconstructions keep MS-SSIM >= {MSSSIM_FLOOR} up to t = {t} (beta1 <= {l:.4})"
         ),
         _ => format!(
-            "the DDGM's reconstructions fall below MS-SSIM {MSSSIM_FLOOR} already at the first step measured"
+            "the DDGM's reconstructions fall below MS-SSIM {MSSSIM_FLOOR} already at the first step measured, so no beta1 is inside its denoising regime"
         ),
     };
     let largest = |v: &[&Candidate]| {
@@ -104,15 +108,19 @@ pub fn suggest(
     };
     let measured =
         ddgm_fid.is_some_and(f64::is_finite) && candidates.iter().any(|c| c.fid.is_some());
-    let (pick, why) = if !measured {
-        let pick = largest(&allowed).or_else(|| {
-            candidates
-                .iter()
-                .min_by(|a, b| a.beta1.total_cmp(&b.beta1))
-                .cloned()
-        });
+    let (pick, why) = if allowed.is_empty() {
+        // Nothing inside the regime: the smallest beta1 hands the DAE the least.
+        let pick = candidates
+            .iter()
+            .min_by(|a, b| a.beta1.total_cmp(&b.beta1))
+            .cloned();
         (
             pick,
+            format!("{regime}; the smallest beta1 offered, the least denoising left to the DAE"),
+        )
+    } else if !measured {
+        (
+            largest(&allowed),
             format!("{regime}; no FID was measured, so the largest beta1 inside that regime"),
         )
     } else {
@@ -130,17 +138,11 @@ pub fn suggest(
             );
             (Some(c), why)
         } else {
-            let pool = if allowed.is_empty() {
-                candidates.iter().collect()
-            } else {
-                allowed
-            };
-            let c = lowest_fid(&pool);
             let why = format!(
-                "{regime}; no DAED there came within {:.0}% of the DDGM's FID {g:.2}, so the one with the lowest FID",
+                "{regime}; no DAED there came within {:.0}% of the DDGM's FID {g:.2}, so the one there with the lowest FID",
                 100.0 * FID_TOLERANCE
             );
-            (c, why)
+            (lowest_fid(&allowed).or_else(|| largest(&allowed)), why)
         }
     };
     Suggestion {
@@ -307,6 +309,9 @@ mod tests {
         // Nothing within 10%: the lowest FID inside the regime.
         let c3 = [cand(0.025, 3, Some(14.0)), cand(0.1, 10, Some(12.0))];
         assert_eq!(suggest(&own, &ab, &c3, Some(10.0)).beta1, Some(0.1));
+        // Nothing inside the regime: the smallest beta1.
+        let bad = [point(5, 0.5), point(10, 0.4)];
+        assert_eq!(suggest(&bad, &ab, &c, Some(10.0)).beta1, Some(0.025));
         // No FIDs: the largest beta1 inside the regime.
         let c4 = [
             cand(0.025, 3, None),

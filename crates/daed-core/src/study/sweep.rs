@@ -36,9 +36,7 @@ impl Stage for Sweep {
             ));
         };
         let ck = ctx.ddgm()?;
-        let settings = ctx
-            .plan
-            .switch_settings(&ctx.opts.out.join("daed"), &ctx.opts.device);
+        let settings = ctx.plan.switch_settings(&ctx.dae_root(), &ctx.opts.device);
         let inception = FidInception::open(&weights, &ctx.device)?;
         let study = run_switch(
             &ck,

@@ -23,7 +23,12 @@ impl Stage for Transfer {
         }
     }
     fn inputs(&self, ctx: &Ctx) -> Result<Value> {
-        let names: Vec<&String> = ctx.targets.iter().map(|(n, _)| n).collect();
+        let names: Vec<String> = ctx
+            .targets
+            .iter()
+            .map(|(n, s)| format!("{n}:{}", s.len()))
+            .chain(ctx.plan.targets.iter().cloned())
+            .collect();
         Ok(
             json!({"beta1": ctx.plan.transfer_beta1, "n": ctx.plan.transfer_n, "targets": names,
                   "seed": ctx.plan.seed, "batch_size": ctx.plan.batch_size}),
@@ -36,9 +41,7 @@ impl Stage for Transfer {
         let ck = ctx.ddgm()?;
         let (ddgm, d) = ck.load_unet(true, &ctx.device)?;
         let b = ctx.plan.transfer_beta1;
-        let settings = ctx
-            .plan
-            .switch_settings(&ctx.opts.out.join("daed"), &ctx.opts.device);
+        let settings = ctx.plan.switch_settings(&ctx.dae_root(), &ctx.opts.device);
         let dae_ck = Checkpoint::open(&settings.dae_dir(b))?;
         let (dae, _) = dae_ck.load_model::<DaedNets>(true, &ctx.device)?;
         let n = ctx.plan.transfer_n;
