@@ -14,7 +14,7 @@ pub struct ReproduceArgs {
     /// The dataset studied (the plan's own when not given).
     #[arg(long)]
     dataset: Option<String>,
-    /// micro (embedded data, under 2 minutes), cpu (about 1.5 hours on 2 cores), paper (a GPU).
+    /// micro (embedded data, under 2 minutes), cpu (about 1.75 hours on 2 cores), paper (a GPU).
     #[arg(long, default_value = "micro")]
     scale: String,
     /// A plan file instead of a scale (start from `--print-plan`).

@@ -18,7 +18,7 @@ pub fn canonical_name(name: &str) -> String {
 pub enum Scale {
     /// Embedded data, tiny models, under two minutes: for tests and a first look.
     Micro,
-    /// The best study two CPU cores allow in about an hour and a half.
+    /// The best study two CPU cores allow in about an hour and three quarters.
     Cpu,
     /// The paper's own settings (Table 6, Appendix A.4): for a GPU.
     Paper,
