@@ -239,6 +239,35 @@ fn micro_study_continues_reports_and_reuses() {
         "{text}"
     );
     let _ = std::fs::remove_file(plan_file);
+
+    // The same DDGM given with --ddgm: the same bits in every analysis that reads it.
+    let given = tmp("given");
+    let g = given.to_str().unwrap();
+    let ddgm = out.join("ddgm");
+    let text = run(&[
+        "reproduce",
+        "--scale",
+        "micro",
+        "--ddgm",
+        ddgm.to_str().unwrap(),
+        "--out",
+        g,
+    ]);
+    assert!(text.contains("9 stages, 0 reused"), "{text}");
+    for f in [
+        "losses/losses.csv",
+        "transfer/transfer.csv",
+        "sweep/switch.csv",
+    ] {
+        let (a, b) = (std::fs::read(out.join(f)), std::fs::read(given.join(f)));
+        assert!(a.is_ok() || !with_metrics, "{f}");
+        assert_eq!(
+            a.ok(),
+            b.ok(),
+            "{f} differs between the trained and the given DDGM"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&given);
     let _ = std::fs::remove_dir_all(&out);
 }
 
