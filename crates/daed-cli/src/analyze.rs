@@ -26,7 +26,7 @@ pub enum AnalyzeCmd {
     Snr(SnrArgs),
     /// Error of noising to step t and denoising back, MAE and MS-SSIM (Figures 2 and 3).
     Recon(ReconArgs),
-    /// Per-step VLB term (bits/dim), epsilon MSE and x0 MSE (Figure 14a).
+    /// Per-step VLB term (bits/dim, x0 clipped as improved-diffusion evaluates), epsilon MSE and x0 MSE (Figure 14a).
     Losses(LossesArgs),
     /// The per-step VLB recorded during training (`train.dynamics_every`) over time (Figure 13).
     Dynamics {

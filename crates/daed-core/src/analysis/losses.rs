@@ -1,5 +1,6 @@
-//! Per-step loss terms (Figure 14a, Appendix A.3), as improved-diffusion's bits-per-dim loop:
-//! for every t the VLB term (bits/dim), the epsilon MSE and the x0 MSE, plus the prior term.
+//! Per-step loss terms (Figure 14a, Appendix A.3), as improved-diffusion's bits-per-dim loop
+//! (`calc_bpd_loop`, x0 predictions clipped): for every t the VLB term (bits/dim), the epsilon
+//! MSE and the x0 MSE, plus the prior term.
 use burn::tensor::{Device, Tensor};
 use serde::Serialize;
 
@@ -89,7 +90,8 @@ pub fn loss_breakdown(
             let eps = noise([b, c, h, w], seed, stream, device);
             let xt = d.q_sample(x0.clone(), &ts, eps.clone());
             let out = model.predict(xt.clone(), &d.model_timesteps_f32(&ts));
-            let vb = d.vb_terms_bpd(out.clone(), x0.clone(), xt.clone(), &ts);
+            // Clipped x0 predictions, as improved-diffusion's bits/dim evaluation.
+            let vb = d.vb_terms_bpd_with(out.clone(), x0.clone(), xt.clone(), &ts, true);
             let pm = d.p_mean_variance(out, xt, &ts, true);
             let eps_mse = mean_flat((pm.eps - eps).square());
             let x0_mse = mean_flat((pm.pred_xstart - x0.clone()).square());

@@ -75,7 +75,8 @@ pub struct LossTerms {
 }
 
 impl GaussianDiffusion {
-    /// The VLB term L_{t-1} (KL, or decoder NLL at the first step) in bits/dim, per sample.
+    /// The VLB term L_{t-1} (KL, or decoder NLL at the first step) in bits/dim, per sample, as
+    /// training computes it (x0 predictions not clipped).
     pub fn vb_terms_bpd(
         &self,
         model_out: Tensor<4>,
@@ -83,8 +84,21 @@ impl GaussianDiffusion {
         xt: Tensor<4>,
         t: &[usize],
     ) -> Tensor<1> {
+        self.vb_terms_bpd_with(model_out, x0, xt, t, false)
+    }
+
+    /// The VLB term with the x0 prediction clipped to [-1, 1] or not: the bits/dim evaluation
+    /// clips, as improved-diffusion's `calc_bpd_loop` and `image_nll.py` do by default.
+    pub fn vb_terms_bpd_with(
+        &self,
+        model_out: Tensor<4>,
+        x0: Tensor<4>,
+        xt: Tensor<4>,
+        t: &[usize],
+        clip_denoised: bool,
+    ) -> Tensor<1> {
         let (true_mean, true_logv) = self.q_posterior(x0.clone(), xt.clone(), t);
-        let out = self.p_mean_variance(model_out, xt, t, false);
+        let out = self.p_mean_variance(model_out, xt, t, clip_denoised);
         let kl = mean_flat(normal_kl(
             true_mean,
             true_logv,
