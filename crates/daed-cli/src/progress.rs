@@ -112,3 +112,25 @@ impl daed_core::analysis::switch::SwitchProgress for Stages {
         self.tick(what, done, total);
     }
 }
+
+/// A study shows a line per stage and, inside it, one bar at a time with its ETA.
+impl daed_core::study::StudyProgress for Stages {
+    fn stage_start(&mut self, index: usize, total: usize, name: &str, title: &str) {
+        eprintln!("[{index}/{total}] {name}: {title}");
+    }
+    fn stage_end(&mut self, name: &str, reused: bool, wall_s: f64, skipped: Option<&str>) {
+        self.finish();
+        match (reused, skipped) {
+            (true, _) => eprintln!("      {name}: reused (inputs unchanged)"),
+            (false, Some(why)) => eprintln!("      {name}: skipped: {why}"),
+            (false, None) => eprintln!("      {name}: done in {wall_s:.1} s"),
+        }
+    }
+    fn note(&mut self, msg: &str) {
+        eprintln!("note: {msg}");
+    }
+    fn ddgm_training(&mut self) -> Box<dyn Observer + '_> {
+        self.finish();
+        Box::new(TrainBar::new())
+    }
+}

@@ -4,10 +4,9 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use daed_core::metrics::default_weights;
-use daed_core::study::{run_study, Provenance, Scale, StudyOptions, StudyPlan, StudyProgress};
-use daed_core::train::Observer;
+use daed_core::study::{run_study, Provenance, Scale, StudyOptions, StudyPlan};
 
-use crate::progress::{Stages, TrainBar};
+use crate::progress::Stages;
 
 #[derive(Args)]
 pub struct ReproduceArgs {
@@ -37,41 +36,6 @@ pub struct ReproduceArgs {
     print_plan: bool,
 }
 
-/// A progress line per stage, a bar with ETA inside it.
-struct StudyBars {
-    bars: Stages,
-}
-
-impl daed_core::analysis::switch::SwitchProgress for StudyBars {
-    fn training(&mut self, beta1: f64, dir: &std::path::Path) -> Box<dyn Observer + '_> {
-        self.bars.training(beta1, dir)
-    }
-    fn stage(&mut self, what: &str, done: usize, total: usize) {
-        self.bars.tick(what, done, total);
-    }
-}
-
-impl StudyProgress for StudyBars {
-    fn stage_start(&mut self, index: usize, total: usize, name: &str, title: &str) {
-        eprintln!("[{index}/{total}] {name}: {title}");
-    }
-    fn stage_end(&mut self, name: &str, reused: bool, wall_s: f64, skipped: Option<&str>) {
-        self.bars.finish();
-        match (reused, skipped) {
-            (true, _) => eprintln!("      {name}: reused (inputs unchanged)"),
-            (false, Some(why)) => eprintln!("      {name}: skipped: {why}"),
-            (false, None) => eprintln!("      {name}: done in {wall_s:.1} s"),
-        }
-    }
-    fn note(&mut self, msg: &str) {
-        eprintln!("note: {msg}");
-    }
-    fn ddgm_training(&mut self) -> Box<dyn Observer + '_> {
-        self.bars.finish();
-        Box::new(TrainBar::new())
-    }
-}
-
 pub fn run(a: ReproduceArgs) -> Result<()> {
     let plan = match &a.plan {
         Some(p) => StudyPlan::load(p)?,
@@ -96,9 +60,7 @@ pub fn run(a: ReproduceArgs) -> Result<()> {
             commit: env!("DAED_COMMIT").to_string(),
         },
     };
-    let mut bars = StudyBars {
-        bars: Stages::default(),
-    };
+    let mut bars = Stages::default();
     let r = run_study(&plan, &opts, &mut bars)?;
     println!(
         "{} stages, {} reused; report: {} (and {})",

@@ -385,6 +385,36 @@ impl ExperimentConfig {
             .unwrap_or_else(|| PathBuf::from("runs").join(&self.name))
     }
 
+    /// The first section in which `other` would train a different model than `self` (`data`,
+    /// `diffusion`, `unet`, `train.seed`, `train.batch_size`, then `model`/`daed`, with the
+    /// DAED's DDGM compared as the same directory however it is spelled); None when the same.
+    pub fn run_difference(&self, other: &Self) -> Option<&'static str> {
+        let canon = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| std::fs::canonicalize(p).unwrap_or(p.clone()))
+        };
+        let daed = |c: &Self| DaedConfig {
+            ddgm: canon(&c.daed.ddgm),
+            ..c.daed.clone()
+        };
+        [
+            ("data", self.data == other.data),
+            ("diffusion", self.diffusion == other.diffusion),
+            ("unet", self.unet == other.unet),
+            ("train.seed", self.train.seed == other.train.seed),
+            (
+                "train.batch_size",
+                self.train.batch_size == other.train.batch_size,
+            ),
+            (
+                "model",
+                self.model == other.model && daed(self) == daed(other),
+            ),
+        ]
+        .into_iter()
+        .find_map(|(name, same)| (!same).then_some(name))
+    }
+
     /// The checks that need the data's image shape `[C, H, W]` (known once the data is read):
     /// the network's levels and attention placement.
     pub fn validate_for_shape(&self, shape: [usize; 3]) -> Result<()> {

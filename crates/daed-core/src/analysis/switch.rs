@@ -155,24 +155,7 @@ fn dae_config(
 
 /// Refuses to reuse a DAE run made for another DDGM, beta1 or network.
 fn same_dae(old: &Checkpoint, cfg: &crate::config::ExperimentConfig) -> Result<()> {
-    let o = &old.config;
-    let canon = |p: &Option<PathBuf>| {
-        p.as_ref()
-            .map(|p| std::fs::canonicalize(p).unwrap_or(p.clone()))
-    };
-    let same = canon(&o.daed.ddgm) == canon(&cfg.daed.ddgm)
-        && crate::config::DaedConfig {
-            ddgm: None,
-            ..o.daed.clone()
-        } == crate::config::DaedConfig {
-            ddgm: None,
-            ..cfg.daed.clone()
-        }
-        && o.data == cfg.data
-        && o.diffusion == cfg.diffusion
-        && o.unet == cfg.unet
-        && o.train.seed == cfg.train.seed;
-    if same {
+    if old.config.run_difference(cfg).is_none() {
         return Ok(());
     }
     Err(Error::ckpt(
@@ -241,9 +224,13 @@ fn features(
     )
 }
 
-/// Mean over `powers` of log-SNR at step k: ln P(x0) + ln(abar_k / (1 - abar_k)).
-pub fn mean_log_snr(powers: &[f64], alphas_cumprod: &[f64], k: usize) -> f64 {
-    let mean_ln_p = powers.iter().map(|x| x.ln()).sum::<f64>() / powers.len().max(1) as f64;
+/// The mean over the data of ln P(x0), from `daed_eval::snr::image_powers`.
+pub fn mean_ln_power(powers: &[f64]) -> f64 {
+    powers.iter().map(|x| x.ln()).sum::<f64>() / powers.len().max(1) as f64
+}
+
+/// Mean log-SNR over the data at step k: mean ln P(x0) + ln(abar_k / (1 - abar_k)).
+pub fn mean_log_snr(mean_ln_p: f64, alphas_cumprod: &[f64], k: usize) -> f64 {
     let ab = alphas_cumprod[k - 1];
     mean_ln_p + (ab / (1.0 - ab)).ln()
 }
@@ -273,7 +260,8 @@ pub fn run_switch(
     let shape = ck.state.image_shape;
     let (ddgm, d) = ck.load_unet(true, &device)?;
     let powers = daed_eval::snr::image_powers(&data);
-    let log_snr = |k: usize| mean_log_snr(&powers, &d.alphas_cumprod, k);
+    let mean_ln_p = mean_ln_power(&powers);
+    let log_snr = |k: usize| mean_log_snr(mean_ln_p, &d.alphas_cumprod, k);
     let mut models = vec![(
         "DDGM".to_string(),
         0.0,

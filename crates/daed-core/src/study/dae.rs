@@ -6,7 +6,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use super::{Ctx, Outcome, Stage, StageInfo};
-use crate::analysis::switch::{ensure_dae, mean_log_snr};
+use crate::analysis::switch::{ensure_dae, mean_ln_power, mean_log_snr};
 use crate::daed::switch_index;
 use crate::train::trainer::load_data;
 use crate::train::Checkpoint;
@@ -41,7 +41,7 @@ impl Stage for Daes {
         let root = ctx.dae_root();
         let settings = ctx.plan.switch_settings(&root, &ctx.opts.device);
         let data = load_data(&ck.config)?;
-        let powers = daed_eval::snr::image_powers(&data);
+        let mean_ln_p = mean_ln_power(&daed_eval::snr::image_powers(&data));
         let d = <crate::nn::UNet as crate::model::Build>::process(&ck.config)?;
         let total = d.num_steps();
         let mut rows = Vec::new();
@@ -56,7 +56,7 @@ impl Stage for Daes {
                 "beta1": b,
                 "k": k,
                 "generator_steps": total - k,
-                "log_snr": mean_log_snr(&powers, &d.alphas_cumprod, k),
+                "log_snr": mean_log_snr(mean_ln_p, &d.alphas_cumprod, k),
                 "dae_steps": trained,
                 "final_loss": last_loss(&run),
                 "run": rel,

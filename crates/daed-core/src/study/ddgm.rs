@@ -83,13 +83,15 @@ fn train(ctx: &mut Ctx) -> Result<()> {
     let mut cfg = ctx.plan.ddgm.clone();
     cfg.train.out_dir = Some(ctx.ddgm_dir.clone());
     cfg.device = ctx.opts.device.clone();
-    if checkpoint::list(&ctx.ddgm_dir)?.last().is_some() {
+    let started = checkpoint::list(&ctx.ddgm_dir)?.last().is_some();
+    if started {
         same_run(&Checkpoint::open(&ctx.ddgm_dir)?, &cfg)?;
     }
     let data = load_data(&cfg)?;
-    let mut t = match checkpoint::list(&ctx.ddgm_dir)?.last() {
-        None => Trainer::<UNet>::new(cfg, data)?,
-        Some(_) => Trainer::<UNet>::resume(cfg, data, &ctx.ddgm_dir)?,
+    let mut t = if started {
+        Trainer::<UNet>::resume(cfg, data, &ctx.ddgm_dir)?
+    } else {
+        Trainer::<UNet>::new(cfg, data)?
     };
     if t.step < t.cfg.train.steps {
         t.run(ctx.progress.ddgm_training().as_mut())?;

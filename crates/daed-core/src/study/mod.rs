@@ -99,6 +99,16 @@ impl Ctx<'_> {
         self.opts.out.join("daed").join(format!("for-ddgm-{stamp}"))
     }
 
+    /// What the target datasets contribute to a stamp: those at hand with their sizes, and the
+    /// plan's specs (so a changed split or size changes the stamp).
+    pub fn targets_stamp(&self) -> Vec<String> {
+        self.targets
+            .iter()
+            .map(|(n, s)| format!("{n}:{}", s.len()))
+            .chain(self.plan.targets.iter().cloned())
+            .collect()
+    }
+
     /// The summary of an earlier stage (Null when it did not run).
     pub fn summary(&self, stage: &str) -> &Value {
         self.records.get(stage).map_or(&Value::Null, |r| &r.summary)

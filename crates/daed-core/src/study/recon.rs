@@ -21,14 +21,8 @@ impl Stage for Recon {
         }
     }
     fn inputs(&self, ctx: &Ctx) -> Result<Value> {
-        let names: Vec<String> = ctx
-            .targets
-            .iter()
-            .map(|(n, s)| format!("{n}:{}", s.len()))
-            .chain(ctx.plan.targets.iter().cloned())
-            .collect();
         Ok(
-            json!({"recon": ctx.plan.recon, "targets": names, "seed": ctx.plan.seed,
+            json!({"recon": ctx.plan.recon, "targets": ctx.targets_stamp(), "seed": ctx.plan.seed,
                   "batch_size": ctx.plan.batch_size}),
         )
     }

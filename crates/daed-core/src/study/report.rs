@@ -78,7 +78,7 @@ pub fn write(
     };
     let mut blocks = intro(&v, plan);
     blocks.extend(snr(&v));
-    blocks.extend(ddgm(&v, plan));
+    blocks.extend(ddgm(&v));
     blocks.extend(recon(&v));
     blocks.extend(losses(&v));
     blocks.extend(daeds(&v));
@@ -168,7 +168,7 @@ fn snr(v: &View) -> Vec<Block> {
     b
 }
 
-fn ddgm(v: &View, plan: &StudyPlan) -> Vec<Block> {
+fn ddgm(v: &View) -> Vec<Block> {
     let s = v.summary("ddgm");
     let mut b = vec![Block::Heading("The DDGM".into())];
     b.push(Block::Table(
@@ -191,7 +191,6 @@ fn ddgm(v: &View, plan: &StudyPlan) -> Vec<Block> {
                 .map_or("-".into(), |w| format!("{:.1} min", w / 60.0)),
         ]],
     ));
-    let _ = plan;
     b.extend(v.image(
         "sweep",
         "switch_grids.png",

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::{Ctx, Outcome, Stage, StageInfo};
 use crate::analysis::recon::{reconstruction_curve, step_grid};
-use crate::analysis::switch::mean_log_snr;
+use crate::analysis::switch::{mean_ln_power, mean_log_snr};
 use crate::daed::switch_index;
 use crate::train::Checkpoint;
 use crate::Result;
@@ -173,7 +173,7 @@ pub fn suggest_for_run(
     let (data, _) = crate::analysis::conform(&data, ck.state.image_shape, "own")?;
     let steps = step_grid(d.num_steps(), 0.2, 10)?;
     let own = reconstruction_curve(&net, &d, &data, "own", &steps, 64, seed, device, progress)?;
-    let powers = daed_eval::snr::image_powers(&data);
+    let mean_ln_p = mean_ln_power(&daed_eval::snr::image_powers(&data));
     let candidates: Vec<Candidate> = beta1s
         .iter()
         .map(|&b| {
@@ -181,7 +181,7 @@ pub fn suggest_for_run(
             Candidate {
                 beta1: b,
                 k,
-                log_snr: mean_log_snr(&powers, &d.alphas_cumprod, k),
+                log_snr: mean_log_snr(mean_ln_p, &d.alphas_cumprod, k),
                 fid: fids
                     .and_then(|(v, _)| v.iter().find(|(x, _)| (x - b).abs() < 1e-12).map(|p| p.1)),
             }

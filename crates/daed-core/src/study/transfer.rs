@@ -23,14 +23,8 @@ impl Stage for Transfer {
         }
     }
     fn inputs(&self, ctx: &Ctx) -> Result<Value> {
-        let names: Vec<String> = ctx
-            .targets
-            .iter()
-            .map(|(n, s)| format!("{n}:{}", s.len()))
-            .chain(ctx.plan.targets.iter().cloned())
-            .collect();
         Ok(
-            json!({"beta1": ctx.plan.transfer_beta1, "n": ctx.plan.transfer_n, "targets": names,
+            json!({"beta1": ctx.plan.transfer_beta1, "n": ctx.plan.transfer_n, "targets": ctx.targets_stamp(),
                   "seed": ctx.plan.seed, "batch_size": ctx.plan.batch_size}),
         )
     }

@@ -131,26 +131,17 @@ impl<M: DiffusionNet> Trainer<M> {
     /// and network sections of `cfg` must equal the checkpoint's; the others may change.
     pub fn resume(cfg: ExperimentConfig, data: ImageSet, path: &Path) -> Result<Self> {
         let ck = Checkpoint::open(path)?;
-        let old = &ck.config;
-        for (name, same) in [
-            ("data", old.data == cfg.data),
-            ("diffusion", old.diffusion == cfg.diffusion),
-            ("unet", old.unet == cfg.unet),
-            ("train.seed", old.train.seed == cfg.train.seed),
-            (
-                "train.batch_size",
-                old.train.batch_size == cfg.train.batch_size,
-            ),
-        ] {
-            if !same {
+        match ck.config.run_difference(&cfg) {
+            None => {}
+            Some("model") => {
+                return Err(Error::ckpt(
+                    &ck.dir,
+                    "the config's model or [daed] section differs from the checkpoint's",
+                ))
+            }
+            Some(name) => {
                 return Err(Error::ckpt(&ck.dir, format!("the config's [{name}] differs from the checkpoint's: resume with the run's own config (saved as {})", ck.dir.join("state.json").display())));
             }
-        }
-        if old.model != cfg.model || old.daed != cfg.daed {
-            return Err(Error::ckpt(
-                &ck.dir,
-                "the config's model or [daed] section differs from the checkpoint's",
-            ));
         }
         let mut t = Self::new(cfg, data)?;
         refuse_newer_checkpoints(&t.run_dir, ck.state.step)?;
