@@ -7,6 +7,7 @@ mod daed_cmd;
 mod data;
 mod doctor;
 mod eval;
+mod port;
 mod progress;
 mod reproduce;
 mod sample;
@@ -74,6 +75,12 @@ enum Cmd {
     /// Check a run directory (checksums, latest, leftovers, non-finite weights, log); --repair
     /// fixes what can be fixed safely.
     Doctor(doctor::DoctorArgs),
+    /// Import a PyTorch checkpoint (improved-diffusion, or the paper's analysing_ddgm) as a run.
+    Import(port::ImportArgs),
+    /// Export a run's network for PyTorch: safetensors with improved-diffusion's names + flags.
+    Export(port::ExportArgs),
+    /// Run a run's network on given inputs (x, t, y in an .npz) and write its raw output.
+    Forward(port::ForwardArgs),
 }
 
 fn main() {
@@ -89,6 +96,9 @@ fn main() {
         Cmd::Daed(c) => daed_cmd::run(c),
         Cmd::Bench(a) => bench::run(*a),
         Cmd::Doctor(a) => doctor::run(a),
+        Cmd::Import(a) => port::import(a),
+        Cmd::Export(a) => port::export(a),
+        Cmd::Forward(a) => port::forward(a),
         Cmd::Reproduce(a) => reproduce::run(*a),
     };
     if let Err(e) = r {

@@ -47,6 +47,9 @@ pub struct SampleArgs {
     /// Output directory (default: CHECKPOINT/samples).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The class of every image (class-conditional models, e.g. imported with class_cond).
+    #[arg(long)]
+    class: Option<usize>,
 }
 
 pub fn run(a: SampleArgs) -> Result<()> {
@@ -55,7 +58,8 @@ pub fn run(a: SampleArgs) -> Result<()> {
     }
     let ck = Checkpoint::open(&a.checkpoint)?;
     let device = daed_core::device::resolve(&a.device)?;
-    let opts = SampleOptions::from_flags(a.steps, a.ddim, a.eta, a.seed)?;
+    let mut opts = SampleOptions::from_flags(a.steps, a.ddim, a.eta, a.seed)?;
+    opts.class = a.class;
     let shape = ck.state.image_shape;
     daed_core::memory::check_sampling(&ck.config, shape, a.n, a.batch_size)?;
     let start = Instant::now();
@@ -75,11 +79,12 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let set = ImageSet::from_f32(shape[0], shape[1], shape[2], &imgs);
     let out = a.out.unwrap_or_else(|| ck.dir.join("samples"));
     let tag = format!(
-        "n{}_{}{}_seed{}",
+        "n{}_{}{}_seed{}{}",
         a.n,
         opts.method.name(),
         a.steps.map(|s| s.to_string()).unwrap_or_default(),
-        a.seed
+        a.seed,
+        a.class.map(|c| format!("_class{c}")).unwrap_or_default()
     );
     let png = out.join(format!("{tag}.png"));
     daed_core::train::trainer::save_grid(&png, &set.take(a.n.min(256)))?;
@@ -88,7 +93,17 @@ pub fn run(a: SampleArgs) -> Result<()> {
         shape: vec![set.len(), shape[1], shape[2], shape[0]],
         data: NpyData::U8(set.to_nhwc_u8()),
     };
-    write_npz(&npz, &[("arr_0", &arr)])?;
+    match a.class {
+        // Labels as guided-diffusion's image_sample.py writes them for a class-conditional model.
+        Some(c) => {
+            let labels = NpyArray {
+                shape: vec![set.len()],
+                data: NpyData::I64(vec![c as i64; set.len()]),
+            };
+            write_npz(&npz, &[("arr_0", &arr), ("arr_1", &labels)])?
+        }
+        None => write_npz(&npz, &[("arr_0", &arr)])?,
+    }
     println!(
         "{} images in {secs:.1} s ({} steps from step {} of the model)",
         a.n,

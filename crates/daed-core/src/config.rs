@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::diffusion::loss::LossKind;
 use crate::diffusion::step_sampler::StepSamplerKind;
-use crate::diffusion::{BetaSchedule, ModelVarType, ScheduleSpec};
+use crate::diffusion::{
+    BetaSchedule, GaussianDiffusion, ModelMeanType, ModelVarType, ScheduleSpec,
+};
 use crate::nn::UNetConfig;
 use crate::{Error, Result};
 
@@ -87,6 +89,19 @@ pub fn check_image_shape([c, h, w]: [usize; 3]) -> std::result::Result<(), Strin
     Ok(())
 }
 
+/// Which process a DAED runs over.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DaedProcess {
+    /// daed's: the DAE at beta1, then the DDGM's own steps from the switch index k (where
+    /// alpha-bar is closest to 1 - beta1) on, so a trained DDGM is the generator.
+    #[default]
+    Switch,
+    /// The paper code's `linear_combine` schedule: the linear schedule over `diffusion.steps`
+    /// with its first beta replaced by beta1 (the DAE at step 0, the generator at 1..T-1).
+    LinearCombine,
+}
+
 /// DAED settings (used when `model = "daed"`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -99,6 +114,9 @@ pub struct DaedConfig {
     pub ddgm: Option<PathBuf>,
     /// The DAE's objective: `mse` or `discretized` (eq. 9).
     pub dae_loss: DaeLoss,
+    /// The process: `switch` (daed's, over a DDGM's schedule) or `linear-combine` (the
+    /// paper's code).
+    pub process: DaedProcess,
 }
 
 impl Default for DaedConfig {
@@ -108,6 +126,7 @@ impl Default for DaedConfig {
             mode: DaedMode::Joint,
             ddgm: None,
             dae_loss: DaeLoss::Mse,
+            process: DaedProcess::Switch,
         }
     }
 }
@@ -176,6 +195,11 @@ pub struct DiffusionConfig {
     pub sigma: ModelVarType,
     /// `uniform`, `beta-weighted` or `loss-second-moment` (`schedule_sampler`).
     pub step_sampler: StepSamplerKind,
+    /// Feed the network t * 1000 / T instead of t (improved-diffusion's `rescale_timesteps`,
+    /// needed by its public T = 4000 models).
+    pub rescale_timesteps: bool,
+    /// The network predicts x0 instead of epsilon (`predict_xstart`).
+    pub predict_xstart: bool,
 }
 
 /// The training loop.
@@ -282,6 +306,8 @@ impl Default for DiffusionConfig {
             learn_sigma: false,
             sigma: ModelVarType::FixedLarge,
             step_sampler: StepSamplerKind::Uniform,
+            rescale_timesteps: false,
+            predict_xstart: false,
         }
     }
 }
@@ -336,6 +362,26 @@ impl DiffusionConfig {
             scale_to_steps: self.scale_betas,
         }
     }
+    /// What the network predicts (`predict_xstart`).
+    pub fn mean_type(&self) -> ModelMeanType {
+        if self.predict_xstart {
+            ModelMeanType::StartX
+        } else {
+            ModelMeanType::Epsilon
+        }
+    }
+
+    /// The DDGM's diffusion process: the schedule, variance, prediction and timestep scaling.
+    pub fn process(&self) -> Result<GaussianDiffusion> {
+        Ok(
+            GaussianDiffusion::new(&self.schedule_spec(), self.var_type())?.with_model_io(
+                self.mean_type(),
+                self.rescale_timesteps,
+                self.steps,
+            ),
+        )
+    }
+
     /// The variance type implied by `learn_sigma` and `sigma`.
     pub fn var_type(&self) -> ModelVarType {
         if self.learn_sigma {
@@ -428,6 +474,13 @@ impl ExperimentConfig {
         self.diffusion.schedule_spec().validate()?;
         if self.diffusion.loss == LossKind::Hybrid && !self.diffusion.learn_sigma {
             return bad("diffusion.loss = \"hybrid\" needs diffusion.learn_sigma = true".into());
+        }
+        if self.model == ModelKind::Daed && self.diffusion.predict_xstart {
+            return bad(
+                "diffusion.predict_xstart is not supported with model = \"daed\" (its DAE \
+                 predicts epsilon)"
+                    .into(),
+            );
         }
         let t = &self.train;
         if t.batch_size == 0 {

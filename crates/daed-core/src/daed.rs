@@ -17,7 +17,7 @@ use crate::model::{build_unet, Build, Generate, Objective};
 use crate::nn::{EpsModel, UNet};
 use crate::{Error, Result};
 
-pub use crate::config::{DaeLoss, DaedMode};
+pub use crate::config::{DaeLoss, DaedMode, DaedProcess};
 
 /// The switch index k (1-based): argmin_t |alpha_bar_t - (1 - beta1)| over t = 1..T.
 pub fn switch_index(alphas_cumprod: &[f64], beta1: f64) -> usize {
@@ -63,6 +63,45 @@ pub fn daed_process(
     Ok((GaussianDiffusion::from_betas(betas, map, var), k))
 }
 
+/// The paper code's `linear_combine` process: the linear schedule of `spec` with its first beta
+/// replaced by beta1, every step kept (the DAE at step 0, the generator at 1..T-1).
+pub fn linear_combine_process(
+    spec: &ScheduleSpec,
+    beta1: f64,
+    var: crate::diffusion::ModelVarType,
+) -> Result<GaussianDiffusion> {
+    if !(beta1 > 0.0 && beta1 < 1.0) {
+        return Err(Error::Invalid(format!(
+            "daed.beta1 must be in (0, 1), got {beta1}"
+        )));
+    }
+    spec.validate()?;
+    if spec.kind != crate::diffusion::BetaSchedule::Linear || spec.steps < 2 {
+        return Err(Error::Invalid(
+            "daed.process = \"linear-combine\" needs diffusion.schedule = \"linear\" and at \
+             least 2 steps"
+                .into(),
+        ));
+    }
+    let mut betas = spec.betas();
+    betas[0] = beta1;
+    let map = (0..betas.len()).collect();
+    Ok(GaussianDiffusion::from_betas(betas, map, var))
+}
+
+/// The DAED process a config describes (its `[daed] process`, beta1, and the network's
+/// prediction and timestep scaling from `[diffusion]`).
+pub fn process_for(cfg: &ExperimentConfig) -> Result<GaussianDiffusion> {
+    let dc = &cfg.diffusion;
+    let d = match cfg.daed.process {
+        DaedProcess::Switch => daed_process(&dc.schedule_spec(), cfg.daed.beta1, dc.var_type())?.0,
+        DaedProcess::LinearCombine => {
+            linear_combine_process(&dc.schedule_spec(), cfg.daed.beta1, dc.var_type())?
+        }
+    };
+    Ok(d.with_model_io(dc.mean_type(), dc.rescale_timesteps, dc.steps))
+}
+
 /// DAED's two networks: the generator (epsilon U-Net over the DAED process's steps 2..T') and the
 /// DAE (a U-Net called with a fixed time 0; f(x1) = (x1 - sqrt(beta1) eps(x1)) / sqrt(1 - beta1)).
 #[derive(Module, Debug)]
@@ -93,12 +132,7 @@ impl Build for DaedNets {
     const KIND: ModelKind = ModelKind::Daed;
 
     fn process(cfg: &ExperimentConfig) -> Result<GaussianDiffusion> {
-        Ok(daed_process(
-            &cfg.diffusion.schedule_spec(),
-            cfg.daed.beta1,
-            cfg.diffusion.var_type(),
-        )?
-        .0)
+        process_for(cfg)
     }
 
     fn step_sampler(cfg: &ExperimentConfig) -> StepSamplerKind {
@@ -114,9 +148,12 @@ impl Build for DaedNets {
         shape: [usize; 3],
         device: &Device,
     ) -> Result<Self> {
+        // The DAE is never class-conditional (the paper code's unet_1 has no label_emb).
+        let mut dae_cfg = cfg.clone();
+        dae_cfg.unet.num_classes = None;
         Ok(Self {
             generator: build_unet(cfg, shape, d.model_out_channels(shape[0]), device)?,
-            dae: build_unet(cfg, shape, shape[0], device)?,
+            dae: build_unet(&dae_cfg, shape, shape[0], device)?,
         })
     }
 
@@ -130,22 +167,14 @@ impl Build for DaedNets {
             .as_ref()
             .ok_or_else(|| Error::Invalid("daed.ddgm is not set".into()))?;
         let ck = crate::train::Checkpoint::open(path)?;
-        if ck.config.model != ModelKind::Ddgm {
-            return Err(Error::ckpt(
-                &ck.dir,
-                format!(
-                    "daed.ddgm must be a DDGM checkpoint, this one is `{}`",
-                    ck.config.model
-                ),
-            ));
-        }
+        let prefix = generator_prefix(&ck.config, cfg).map_err(|e| Error::ckpt(&ck.dir, e))?;
         check_compatible(&ck.config, ck.state.image_shape, cfg, shape)
             .map_err(|e| Error::ckpt(&ck.dir, e.to_string()))?;
         let arrays = ck.tensors(crate::train::checkpoint::TensorFile::Ema)?;
         self.generator = crate::tensor_io::load_module(
             self.generator,
             &arrays,
-            "",
+            prefix,
             &ck.dir
                 .join(crate::train::checkpoint::TensorFile::Ema.name()),
         )?;
@@ -204,6 +233,10 @@ impl Objective for DaedNets {
 }
 
 impl Generate for DaedNets {
+    fn num_classes(&self) -> Option<usize> {
+        self.generator.num_classes()
+    }
+
     fn sampling_process(d: &GaussianDiffusion, respacing: &str) -> Result<GaussianDiffusion> {
         daed_sampling_process(d, respacing)
     }
@@ -244,6 +277,14 @@ pub fn daed_sample_batch(
     let shape = x.dims();
     let dev = x.device();
     let last = d.num_steps() - 1;
+    let labelled = opts.class.map(|class| crate::nn::WithClass {
+        net: &nets.generator,
+        class,
+    });
+    let model: &dyn EpsModel = match &labelled {
+        Some(m) => m,
+        None => nets,
+    };
     let mut x = x;
     for (k, t) in (1..=last).rev().enumerate() {
         let stream = crate::rng::Stream::SampleStep {
@@ -251,12 +292,38 @@ pub fn daed_sample_batch(
             t: t as u64,
         };
         let z = crate::sample::noise(shape, opts.seed, stream, &dev);
-        x = crate::sample::p_step(nets, d, x, t, opts, z);
+        x = crate::sample::p_step(model, d, x, t, opts, z);
         progress(k + 1, last + 1);
     }
     let out = nets.denoise(x, d.betas[0]).clamp(-1.0, 1.0);
     progress(last + 1, last + 1);
     out
+}
+
+/// Where two-stage training finds the generator in `daed.ddgm`'s weights: a DDGM's whole
+/// network for the `switch` process; the generator of a DAED run (e.g. an imported
+/// analysing_ddgm model) over the same `linear-combine` process and beta1.
+fn generator_prefix(
+    source: &ExperimentConfig,
+    cfg: &ExperimentConfig,
+) -> std::result::Result<&'static str, String> {
+    match (cfg.daed.process, source.model) {
+        (DaedProcess::Switch, ModelKind::Ddgm) => Ok(""),
+        (DaedProcess::LinearCombine, ModelKind::Daed)
+            if source.daed.process == DaedProcess::LinearCombine
+                && source.daed.beta1 == cfg.daed.beta1 =>
+        {
+            Ok("generator.")
+        }
+        (DaedProcess::Switch, kind) => Err(format!(
+            "daed.ddgm must be a DDGM checkpoint, this one is `{kind}`"
+        )),
+        (DaedProcess::LinearCombine, _) => Err(format!(
+            "with daed.process = \"linear-combine\", daed.ddgm must be a DAED run over the same \
+             process and beta1 = {} (its generator is reused)",
+            cfg.daed.beta1
+        )),
+    }
 }
 
 /// Checks that a DAE and a DDGM fit together: same image shape and schedule.
@@ -278,7 +345,11 @@ pub fn check_compatible(
             daed.diffusion.schedule, daed.diffusion.steps, daed.diffusion.beta_start, daed.diffusion.beta_end
         )));
     }
-    if ddgm.diffusion.var_type() != daed.diffusion.var_type() || ddgm.unet != daed.unet {
+    let io = |c: &ExperimentConfig| (c.diffusion.mean_type(), c.diffusion.rescale_timesteps);
+    if ddgm.diffusion.var_type() != daed.diffusion.var_type()
+        || io(ddgm) != io(daed)
+        || ddgm.unet != daed.unet
+    {
         return Err(Error::Invalid("the DDGM's [unet] or variance settings differ from the DAED config's: the generator must be the DDGM's network".into()));
     }
     Ok(())
@@ -353,6 +424,32 @@ mod tests {
             .map(|&b| 500 - switch_index(&ab, b))
             .collect();
         assert_eq!(gen, vec![489, 445, 426, 499]);
+    }
+
+    /// The paper code's `linear_combine`: its linear schedule (1e-3 .. 0.02 scaled) with the first
+    /// beta replaced by beta1, every step kept and fed to the networks as is.
+    #[test]
+    fn linear_combine_replaces_the_first_beta() {
+        let spec = ScheduleSpec {
+            steps: 468,
+            beta_start: 1e-3,
+            ..Default::default()
+        };
+        let d = linear_combine_process(&spec, 0.1, ModelVarType::FixedLarge).unwrap();
+        let base = spec.betas();
+        assert_eq!(d.betas[0], 0.1);
+        assert_eq!(&d.betas[1..], &base[1..]);
+        assert_eq!(d.timestep_map, (0..468).collect::<Vec<_>>());
+        let s = 1000.0 / 468.0;
+        assert!((d.betas[467] - s * 0.02).abs() < 1e-12);
+        let cosine = ScheduleSpec {
+            kind: BetaSchedule::Cosine,
+            ..spec
+        };
+        let e = linear_combine_process(&cosine, 0.1, ModelVarType::FixedLarge)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("linear-combine"), "{e}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod nn;
+pub mod port;
 pub mod rng;
 pub mod sample;
 pub mod study;

@@ -65,6 +65,10 @@ pub trait Generate: Build {
     fn sampling_process(d: &GaussianDiffusion, respacing: &str) -> Result<GaussianDiffusion> {
         crate::sample::sampling_diffusion(d, respacing)
     }
+    /// The number of classes of a class-conditional model (None: unconditional).
+    fn num_classes(&self) -> Option<usize> {
+        None
+    }
     /// Runs one batch's backward chain over the sampling process `d` from the pure noise `x`
     /// (noise keyed by `chain`) down to images in [-1, 1].
     fn sample_chain(
@@ -90,6 +94,7 @@ pub trait Generate: Build {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Vec<f32>> {
         opts.validate()?;
+        opts.check_class(self.num_classes())?;
         let d = Self::sampling_process(d, &opts.respacing)?;
         let steps = d.num_steps();
         crate::sample::batched(
@@ -131,7 +136,7 @@ impl Build for UNet {
     const KIND: ModelKind = ModelKind::Ddgm;
 
     fn process(cfg: &ExperimentConfig) -> Result<GaussianDiffusion> {
-        GaussianDiffusion::new(&cfg.diffusion.schedule_spec(), cfg.diffusion.var_type())
+        cfg.diffusion.process()
     }
 
     fn build(
@@ -172,6 +177,10 @@ impl Objective for UNet {
 }
 
 impl Generate for UNet {
+    fn num_classes(&self) -> Option<usize> {
+        UNet::num_classes(self)
+    }
+
     fn sample_chain(
         &self,
         d: &GaussianDiffusion,
@@ -181,6 +190,12 @@ impl Generate for UNet {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Tensor<4> {
         let last = d.num_steps() - 1;
-        crate::sample::p_sample_loop_from(self, d, x, last, opts, chain, progress)
+        match opts.class {
+            Some(class) => {
+                let model = crate::nn::WithClass { net: self, class };
+                crate::sample::p_sample_loop_from(&model, d, x, last, opts, chain, progress)
+            }
+            None => crate::sample::p_sample_loop_from(self, d, x, last, opts, chain, progress),
+        }
     }
 }

@@ -108,6 +108,7 @@ fn run(method: Method, kind: BetaSchedule, respacing: &str, seed: u64) -> Vec<f3
         method,
         clip_denoised: true,
         seed,
+        class: None,
     };
     let start = noise(
         [3, 2, 4, 4],
@@ -193,6 +194,7 @@ fn every_sampler_draws_the_data_distribution_from_an_ideal_model() {
                 method,
                 clip_denoised: false,
                 seed: 2,
+                class: None,
             };
             let shape = [8, 1, 16, 16];
             let start = noise(shape, 2, Stream::SampleStart { chain: 0 }, &device);

@@ -73,6 +73,7 @@ fn joint_training_lowers_both_losses_and_samples_are_images() {
         method: Method::Ancestral,
         clip_denoised: true,
         seed: 1,
+        class: None,
     };
     let imgs = t
         .ema
@@ -132,6 +133,7 @@ fn two_stage_combines_a_ddgm_run_with_a_dae_run() {
                 method: Method::Ddim { eta: 0.0 },
                 clip_denoised: true,
                 seed: 0,
+                class: None,
             },
             &Device::flex(),
             &mut |_, _| {},

@@ -68,7 +68,7 @@ pub fn mean_flat(x: Tensor<4>) -> Tensor<1> {
 pub struct LossTerms {
     /// The loss to minimise, per sample (before importance weights).
     pub loss: Tensor<1>,
-    /// MSE on epsilon, per sample (zero tensor for pure VLB).
+    /// MSE on the model's target (epsilon, or x0 with `predict_xstart`), per sample.
     pub mse: Option<Tensor<1>>,
     /// The VLB term in bits per dimension, per sample (when computed).
     pub vb: Option<Tensor<1>>,
@@ -146,7 +146,11 @@ impl GaussianDiffusion {
                 } else {
                     model_out.clone()
                 };
-                let mse = mean_flat((noise - eps.clone()).square());
+                let target = match self.mean_type {
+                    super::ModelMeanType::Epsilon => noise,
+                    super::ModelMeanType::StartX => x0.clone(),
+                };
+                let mse = mean_flat((target - eps.clone()).square());
                 if learned {
                     // The VLB term trains only the variance: the mean is detached.
                     let v = model_out.narrow(1, c, c);

@@ -4,5 +4,5 @@ pub mod process;
 pub mod schedule;
 pub mod step_sampler;
 
-pub use process::{GaussianDiffusion, ModelVarType};
+pub use process::{GaussianDiffusion, ModelMeanType, ModelVarType};
 pub use schedule::{BetaSchedule, ScheduleSpec};

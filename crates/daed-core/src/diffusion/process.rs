@@ -20,6 +20,17 @@ pub enum ModelVarType {
     LearnedRange,
 }
 
+/// What the model's first C output channels predict (improved-diffusion's `ModelMeanType`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelMeanType {
+    /// The noise epsilon (the default).
+    #[default]
+    Epsilon,
+    /// x0 itself (`predict_xstart`).
+    StartX,
+}
+
 /// All per-step coefficients of one (possibly respaced) diffusion.
 #[derive(Clone, Debug)]
 pub struct GaussianDiffusion {
@@ -41,6 +52,11 @@ pub struct GaussianDiffusion {
     pub timestep_map: Vec<usize>,
     /// The variance choice.
     pub var_type: ModelVarType,
+    /// What the model predicts.
+    pub mean_type: ModelMeanType,
+    /// Factor from original step index to the model's timestep input: 1, or 1000 / T of the
+    /// original process with improved-diffusion's `rescale_timesteps`.
+    pub timestep_scale: f32,
 }
 
 /// The mean and variance of p(x_{t-1} | x_t) plus the predicted x0.
@@ -51,7 +67,8 @@ pub struct PMeanVar {
     pub log_variance: Tensor<4>,
     /// The model's x0 estimate (clipped to [-1, 1] when asked).
     pub pred_xstart: Tensor<4>,
-    /// The model's epsilon prediction.
+    /// The model's epsilon prediction (derived from the clipped x0 for an x0-predicting model,
+    /// as improved-diffusion's DDIM step does).
     pub eps: Tensor<4>,
 }
 
@@ -68,7 +85,28 @@ impl GaussianDiffusion {
     pub fn respaced(&self, kept: &[usize]) -> Self {
         let betas = respaced_betas(&self.alphas_cumprod, kept);
         let map = kept.iter().map(|&k| self.timestep_map[k]).collect();
-        Self::from_betas(betas, map, self.var_type)
+        Self {
+            mean_type: self.mean_type,
+            timestep_scale: self.timestep_scale,
+            ..Self::from_betas(betas, map, self.var_type)
+        }
+    }
+
+    /// The same process for a model that predicts `mean_type`, fed timesteps rescaled to
+    /// 0..1000 over `original_steps` when `rescale` (improved-diffusion's `rescale_timesteps`).
+    pub fn with_model_io(
+        mut self,
+        mean_type: ModelMeanType,
+        rescale: bool,
+        original_steps: usize,
+    ) -> Self {
+        self.mean_type = mean_type;
+        self.timestep_scale = if rescale {
+            (1000.0 / original_steps as f64) as f32
+        } else {
+            1.0
+        };
+        self
     }
 
     /// Builds every coefficient from the betas.
@@ -106,6 +144,8 @@ impl GaussianDiffusion {
             posterior_mean_coef2: c2,
             timestep_map,
             var_type,
+            mean_type: ModelMeanType::Epsilon,
+            timestep_scale: 1.0,
         }
     }
 
@@ -114,9 +154,12 @@ impl GaussianDiffusion {
         self.betas.len()
     }
 
-    /// Model timesteps for step indices `t`, as host floats.
+    /// Model timesteps for step indices `t`, as host floats: the original step index, times
+    /// the rescaling factor in f32 (as improved-diffusion's `_scale_timesteps`).
     pub fn model_timesteps_f32(&self, t: &[usize]) -> Vec<f32> {
-        t.iter().map(|&i| self.timestep_map[i] as f32).collect()
+        t.iter()
+            .map(|&i| self.timestep_map[i] as f32 * self.timestep_scale)
+            .collect()
     }
 
     /// q(x_t | x0) sample: sqrt(abar) x0 + sqrt(1 - abar) noise (eq. 2).
@@ -194,10 +237,24 @@ impl GaussianDiffusion {
                 (model_out, coef(t, |i| v(i).ln(), &dev))
             }
         };
-        let mut x0 = self.predict_xstart_from_eps(xt.clone(), t, eps.clone());
-        if clip_denoised {
-            x0 = x0.clamp(-1.0, 1.0);
-        }
+        let (x0, eps) = match self.mean_type {
+            ModelMeanType::Epsilon => {
+                let mut x0 = self.predict_xstart_from_eps(xt.clone(), t, eps.clone());
+                if clip_denoised {
+                    x0 = x0.clamp(-1.0, 1.0);
+                }
+                (x0, eps)
+            }
+            ModelMeanType::StartX => {
+                let x0 = if clip_denoised {
+                    eps.clamp(-1.0, 1.0)
+                } else {
+                    eps
+                };
+                let eps = self.predict_eps_from_xstart(xt.clone(), t, x0.clone());
+                (x0, eps)
+            }
+        };
         let (mean, _) = self.q_posterior(x0.clone(), xt, t);
         PMeanVar {
             mean,
@@ -266,6 +323,49 @@ mod tests {
         assert!((x0_hat[0] - 0.5).abs() < 1e-5 && (x0_hat[1] + 0.25).abs() < 1e-5);
         let eps_hat = vals(d.predict_eps_from_xstart(xt_t, &t, x0));
         assert!((eps_hat[0] - 1.0).abs() < 1e-4 && (eps_hat[1] + 2.0).abs() < 1e-4);
+    }
+
+    /// An x0-predicting model (`predict_xstart`): its output is the x0 estimate, epsilon is
+    /// derived from it, the mean is the posterior's, and the simple loss targets x0; timesteps
+    /// are rescaled to 0..1000 over the original T.
+    #[test]
+    fn x0_prediction_and_rescaled_timesteps() {
+        let eps_d = diffusion(ModelVarType::FixedSmall);
+        let d = eps_d.clone().with_model_io(ModelMeanType::StartX, true, 50);
+        let dev = Device::default();
+        let t4 = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [2, 1, 1, 1]), &dev);
+        let (x0, eps) = (t4(vec![0.5, -0.25]), t4(vec![1.0, -2.0]));
+        let t = [3usize, 30];
+        let xt = d.q_sample(x0.clone(), &t, eps.clone());
+        let pm = d.p_mean_variance(x0.clone(), xt.clone(), &t, false);
+        assert_eq!(vals(pm.pred_xstart), vals(x0.clone()));
+        for (a, b) in vals(pm.eps).iter().zip(vals(eps.clone())) {
+            assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+        }
+        // The same step as an epsilon model given the true epsilon.
+        let pe = eps_d.p_mean_variance(eps.clone(), xt.clone(), &t, false);
+        for (a, b) in vals(pm.mean).iter().zip(vals(pe.mean)) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        let l = d.training_losses(
+            crate::diffusion::loss::LossKind::Simple,
+            x0.clone(),
+            x0.clone(),
+            xt,
+            &t,
+            eps,
+        );
+        assert_eq!(vals4(l.mse.unwrap()), vec![0.0, 0.0]);
+        assert_eq!(d.model_timesteps_f32(&[0, 30, 49]), vec![0.0, 600.0, 980.0]);
+        assert_eq!(eps_d.model_timesteps_f32(&[30]), vec![30.0]);
+        // Respacing keeps both settings.
+        let r = d.respaced(&[0, 30, 49]);
+        assert_eq!(r.mean_type, ModelMeanType::StartX);
+        assert_eq!(r.model_timesteps_f32(&[1]), vec![600.0]);
+    }
+
+    fn vals4(t: Tensor<1>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
     }
 
     #[test]

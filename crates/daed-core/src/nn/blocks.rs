@@ -141,6 +141,17 @@ impl ResBlock {
     }
 }
 
+/// How an attention block's joint q/k/v projection is split into heads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttentionOrder {
+    /// improved-diffusion's: each head's q, k and v are contiguous (`[h0: q k v, h1: q k v]`).
+    #[default]
+    Legacy,
+    /// guided-diffusion's `use_new_attention_order`: all heads' q, then k, then v.
+    New,
+}
+
 /// Multi-head self-attention over the spatial positions.
 #[derive(Module, Debug)]
 pub struct AttentionBlock {
@@ -152,11 +163,13 @@ pub struct AttentionBlock {
     pub proj_out: Linear,
     /// Number of heads.
     pub num_heads: usize,
+    /// The q/k/v layout is [`AttentionOrder::New`] (else legacy).
+    pub new_order: bool,
 }
 
 impl AttentionBlock {
-    /// Attention over `channels` channels with `num_heads` heads.
-    pub fn new(channels: usize, num_heads: usize, device: &Device) -> Self {
+    /// Attention over `channels` channels with `num_heads` heads, q/k/v laid out as `order`.
+    pub fn new(channels: usize, num_heads: usize, order: AttentionOrder, device: &Device) -> Self {
         Self {
             norm: norm(channels, device),
             qkv: LinearConfig::new(channels, 3 * channels).init(device),
@@ -164,6 +177,7 @@ impl AttentionBlock {
                 .with_initializer(Initializer::Zeros)
                 .init(device),
             num_heads,
+            new_order: order == AttentionOrder::New,
         }
     }
 
@@ -176,14 +190,20 @@ impl AttentionBlock {
         let seq = norm_act(&self.norm, x.clone(), None, false)
             .reshape([b, c, t])
             .swap_dims(1, 2);
-        let qkv = self
-            .qkv
-            .forward(seq)
-            .reshape([b, t, nh, 3 * ch])
-            .swap_dims(1, 2);
-        let q = qkv.clone().narrow(3, 0, ch);
-        let k = qkv.clone().narrow(3, ch, ch);
-        let v = qkv.narrow(3, 2 * ch, ch);
+        let qkv = self.qkv.forward(seq);
+        let (q, k, v) = if self.new_order {
+            let part = |i: usize| {
+                qkv.clone()
+                    .narrow(2, i * c, c)
+                    .reshape([b, t, nh, ch])
+                    .swap_dims(1, 2)
+            };
+            (part(0), part(1), part(2))
+        } else {
+            let qkv = qkv.reshape([b, t, nh, 3 * ch]).swap_dims(1, 2);
+            let part = |i: usize| qkv.clone().narrow(3, i * ch, ch);
+            (part(0), part(1), part(2))
+        };
         let a = attend(q, k, v).swap_dims(1, 2).reshape([b, t, c]);
         let out = self
             .proj_out

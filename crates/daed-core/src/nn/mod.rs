@@ -6,7 +6,8 @@ pub mod unet;
 /// extension: the same calls run burn's operations on other backends.
 pub use daed_kernels::{conv, norm, parallel, pool, softmax};
 
-pub use unet::{UNet, UNetConfig};
+pub use blocks::AttentionOrder;
+pub use unet::{LabelConditioning, UNet, UNetConfig};
 
 use burn::tensor::Tensor;
 
@@ -15,6 +16,21 @@ use burn::tensor::Tensor;
 pub trait EpsModel {
     /// [B, C, H, W] and B timesteps -> the raw model output.
     fn predict(&self, x: Tensor<4>, timesteps: &[f32]) -> Tensor<4>;
+}
+
+/// A class-conditional U-Net with every image of a batch given one class.
+pub struct WithClass<'a> {
+    /// The network.
+    pub net: &'a UNet,
+    /// The class.
+    pub class: usize,
+}
+
+impl EpsModel for WithClass<'_> {
+    fn predict(&self, x: Tensor<4>, timesteps: &[f32]) -> Tensor<4> {
+        let y = vec![self.class; x.dims()[0]];
+        self.net.forward_inference_labelled(x, timesteps, Some(&y))
+    }
 }
 
 impl EpsModel for UNet {

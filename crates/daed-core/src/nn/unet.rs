@@ -1,14 +1,27 @@
 //! improved-diffusion's U-Net: time embedding, ResBlocks, attention, skip connections.
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, GroupNorm, Linear, LinearConfig};
 use burn::tensor::activation::silu;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::blocks::{conv, norm, norm_act, AttentionBlock, Downsample, ResBlock, Upsample};
+use super::blocks::{
+    conv, norm, norm_act, AttentionBlock, AttentionOrder, Downsample, ResBlock, Upsample,
+};
 use super::conv::forward as conv_fwd;
 use crate::{Error, Result};
+
+/// How a class-conditional U-Net takes its class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabelConditioning {
+    /// improved-diffusion's learned `label_emb`, added to the time embedding.
+    #[default]
+    Embedding,
+    /// The paper code's: the one-hot class appended to a time embedding num_classes shorter.
+    OneHot,
+}
 
 /// Architecture hyper-parameters (names follow improved-diffusion's flags).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -19,13 +32,27 @@ pub struct UNetConfig {
     /// Channel multiplier per resolution level; empty = by image size (28: 1,2,2;
     /// 32: 1,2,2,2; 64: 1,2,3,4).
     pub channel_mult: Vec<usize>,
-    /// Residual blocks per level.
+    /// Residual blocks per level (the decoder has one more; 0 is allowed, as in PyTorch).
     pub num_res_blocks: usize,
     /// Resolutions with attention, as improved-diffusion: each r gives the downsample
     /// factor image_size / r (integer division); e.g. [16, 8].
     pub attention_resolutions: Vec<usize>,
     /// Attention heads (channels must be divisible by it).
     pub num_heads: usize,
+    /// Channels per attention head (`num_head_channels`); when set it replaces `num_heads`:
+    /// each attention block gets channels / num_head_channels heads.
+    pub num_head_channels: Option<usize>,
+    /// Heads of the decoder's attention blocks (`num_heads_upsample`); unset = `num_heads`.
+    pub num_heads_upsample: Option<usize>,
+    /// How the joint q/k/v projection is split into heads: `legacy` (improved-diffusion: per
+    /// head q, k, v) or `new` (guided-diffusion's `use_new_attention_order`: all q, k, v).
+    pub attention_order: AttentionOrder,
+    /// Class-conditional with this many classes.
+    pub num_classes: Option<usize>,
+    /// How a class-conditional model takes its class: `embedding` (improved-diffusion's
+    /// learned `label_emb`, added to the time embedding) or `one-hot` (the paper code's: the
+    /// time embedding is num_classes shorter and the one-hot class is appended).
+    pub label_conditioning: LabelConditioning,
     /// Dropout probability in the ResBlocks.
     pub dropout: f64,
     /// Scale-and-shift conditioning of the norm by the time embedding.
@@ -40,6 +67,11 @@ impl Default for UNetConfig {
             num_res_blocks: 2,
             attention_resolutions: vec![16, 8],
             num_heads: 4,
+            num_head_channels: None,
+            num_heads_upsample: None,
+            attention_order: AttentionOrder::Legacy,
+            num_classes: None,
+            label_conditioning: LabelConditioning::Embedding,
             dropout: 0.0,
             use_scale_shift_norm: true,
         }
@@ -72,39 +104,73 @@ impl UNetConfig {
         }
     }
 
+    /// The number of heads of an attention block over `channels` channels (in the decoder when
+    /// `up`), as improved/guided-diffusion choose it; an error names the key that does not fit.
+    pub fn heads(&self, channels: usize, up: bool) -> std::result::Result<usize, String> {
+        if let Some(hc) = self.num_head_channels {
+            return if channels.is_multiple_of(hc) {
+                Ok(channels / hc)
+            } else {
+                Err(format!(
+                    "num_head_channels = {hc} does not divide {channels} channels \
+                     (model_channels x channel_mult)"
+                ))
+            };
+        }
+        let (key, n) = match self.num_heads_upsample {
+            Some(n) if up => ("num_heads_upsample", n),
+            _ => ("num_heads", self.num_heads),
+        };
+        if channels.is_multiple_of(n) {
+            Ok(n)
+        } else {
+            Err(format!(
+                "{key} = {n} does not divide {channels} channels (model_channels x channel_mult)"
+            ))
+        }
+    }
+
     /// Checks the ranges; errors name the key.
     pub fn validate(&self, image_size: usize) -> Result<()> {
         let bad = |m: String| Err(Error::Invalid(format!("unet.{m}")));
         if self.model_channels == 0 {
             return bad("model_channels must be at least 1".into());
         }
-        if self.num_res_blocks == 0 {
-            return bad("num_res_blocks must be at least 1".into());
-        }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
-        if self.num_heads == 0 {
-            return bad("num_heads must be at least 1".into());
+        if self.num_heads == 0 || self.num_heads_upsample == Some(0) {
+            return bad("num_heads and num_heads_upsample must be at least 1".into());
+        }
+        if self.num_head_channels == Some(0) {
+            return bad("num_head_channels must be at least 1 (or unset to use num_heads)".into());
         }
         let mults = self.mults(image_size);
         if mults.contains(&0) {
             return bad("channel_mult entries must be positive".into());
         }
-        for &m in mults.iter().chain(std::iter::once(&mults[mults.len() - 1])) {
-            let Some(ch) = m.checked_mul(self.model_channels) else {
+        for &m in &mults {
+            if m.checked_mul(self.model_channels).is_none() {
                 return bad(format!(
                     "model_channels x channel_mult = {} x {m} is too large",
                     self.model_channels
                 ));
-            };
-            if ch % self.num_heads != 0 {
-                return bad(format!(
-                    "num_heads = {} does not divide {} channels (model_channels x channel_mult)",
-                    self.num_heads,
-                    m * self.model_channels
-                ));
             }
+        }
+        match (self.num_classes, self.label_conditioning) {
+            (Some(0), _) => {
+                return bad(
+                    "num_classes must be at least 1 (or unset for an unconditional model)".into(),
+                )
+            }
+            (Some(n), LabelConditioning::OneHot) if n >= 4 * self.model_channels => {
+                return bad(format!(
+                    "num_classes = {n} must be below the time embedding's 4 x model_channels = {} \
+                     with one-hot conditioning",
+                    4 * self.model_channels
+                ))
+            }
+            _ => {}
         }
         if self.attention_resolutions.contains(&0) {
             return bad("attention_resolutions entries must be positive".into());
@@ -128,6 +194,23 @@ impl UNetConfig {
                 "attention_resolutions: {r} is larger than the {image_size}-px images (this \
                  U-Net's levels are {sizes:?} px)"
             ));
+        }
+        // Heads must divide the channels wherever there is attention: the middle, and each
+        // level whose downsample factor has it (encoder and decoder).
+        let head_err = |m: String| Error::Invalid(format!("unet.{m}"));
+        let deepest_ch = mults[deepest] * self.model_channels;
+        self.heads(deepest_ch, false).map_err(head_err)?;
+        for (l, &m) in mults.iter().enumerate() {
+            if self
+                .attention_resolutions
+                .iter()
+                .any(|r| image_size / r == 1 << l)
+            {
+                self.heads(m * self.model_channels, false)
+                    .map_err(head_err)?;
+                self.heads(m * self.model_channels, true)
+                    .map_err(head_err)?;
+            }
         }
         let matches = |r: &usize| levels.contains(&(image_size / r));
         if !self.attention_resolutions.is_empty() && !self.attention_resolutions.iter().any(matches)
@@ -176,6 +259,10 @@ pub struct UNet {
     pub time_embed_0: Linear,
     /// Time-embedding MLP, second layer.
     pub time_embed_2: Linear,
+    /// Class embedding added to the time embedding (class-conditional models).
+    pub label_emb: Option<Embedding>,
+    /// Classes appended one-hot to the time embedding (the paper code's conditioning; 0: none).
+    pub one_hot_classes: usize,
     /// Encoder blocks.
     pub input_blocks: Vec<Level>,
     /// Middle ResBlock, attention, ResBlock.
@@ -206,6 +293,10 @@ impl UNet {
         cfg.validate(image_size)?;
         let mc = cfg.model_channels;
         let emb = 4 * mc;
+        let one_hot = match (cfg.num_classes, cfg.label_conditioning) {
+            (Some(n), LabelConditioning::OneHot) => n,
+            _ => 0,
+        };
         let mults = cfg.mults(image_size);
         let attn_ds: Vec<usize> = cfg
             .attention_resolutions
@@ -222,7 +313,14 @@ impl UNet {
                 device,
             )
         };
-        let attn = |ch| AttentionBlock::new(ch, cfg.num_heads, device);
+        let order = cfg.attention_order;
+        let heads = |ch, up| {
+            cfg.heads(ch, up)
+                .map_err(|m| Error::Invalid(format!("unet.{m}")))
+        };
+        let attn = |ch, up| -> Result<AttentionBlock> {
+            Ok(AttentionBlock::new(ch, heads(ch, up)?, order, device))
+        };
 
         let mut input_blocks = vec![Level {
             conv: Some(conv(channels, mc, 3, false, device)),
@@ -239,7 +337,7 @@ impl UNet {
                 };
                 ch = m * mc;
                 if attn_ds.contains(&ds) {
-                    l.attn = Some(attn(ch));
+                    l.attn = Some(attn(ch, false)?);
                 }
                 input_blocks.push(l);
                 chans.push(ch);
@@ -254,7 +352,7 @@ impl UNet {
             }
         }
         let middle_res_0 = res(ch, ch);
-        let middle_attn = attn(ch);
+        let middle_attn = attn(ch, false)?;
         let middle_res_1 = res(ch, ch);
         let mut output_blocks = Vec::new();
         for (level, &m) in mults.iter().enumerate().rev() {
@@ -266,7 +364,7 @@ impl UNet {
                 };
                 ch = m * mc;
                 if attn_ds.contains(&ds) {
-                    l.attn = Some(attn(ch));
+                    l.attn = Some(attn(ch, true)?);
                 }
                 if level > 0 && i == cfg.num_res_blocks {
                     l.up = Some(Upsample::new(ch, device));
@@ -277,7 +375,14 @@ impl UNet {
         }
         Ok(Self {
             time_embed_0: LinearConfig::new(mc, emb).init(device),
-            time_embed_2: LinearConfig::new(emb, emb).init(device),
+            time_embed_2: LinearConfig::new(emb, emb - one_hot).init(device),
+            label_emb: match (cfg.num_classes, cfg.label_conditioning) {
+                (Some(n), LabelConditioning::Embedding) => {
+                    Some(EmbeddingConfig::new(n, emb).init(device))
+                }
+                _ => None,
+            },
+            one_hot_classes: one_hot,
             input_blocks,
             middle_res_0,
             middle_attn,
@@ -307,12 +412,48 @@ impl UNet {
 
     /// x: [B, C, H, W], timesteps (original step indices) -> [B, out_channels, H, W].
     pub fn forward(&self, x: Tensor<4>, timesteps: &[f32]) -> Tensor<4> {
+        self.forward_labelled(x, timesteps, None)
+    }
+
+    /// The number of classes of a class-conditional model (None: unconditional).
+    pub fn num_classes(&self) -> Option<usize> {
+        match &self.label_emb {
+            Some(e) => Some(e.weight.dims()[0]),
+            None => (self.one_hot_classes > 0).then_some(self.one_hot_classes),
+        }
+    }
+
+    /// [`forward`](Self::forward) with class labels (one per image) for a class-conditional
+    /// model; the labels are ignored by an unconditional one. Labels must be below
+    /// [`num_classes`](Self::num_classes) (checked by the callers that take user input).
+    pub fn forward_labelled(
+        &self,
+        x: Tensor<4>,
+        timesteps: &[f32],
+        labels: Option<&[usize]>,
+    ) -> Tensor<4> {
         let device = x.device();
         let emb = self.timestep_embedding(timesteps, &device);
-        let emb = silu(
-            self.time_embed_2
-                .forward(silu(self.time_embed_0.forward(emb))),
-        );
+        let mut emb = self
+            .time_embed_2
+            .forward(silu(self.time_embed_0.forward(emb)));
+        if let (Some(le), Some(y)) = (&self.label_emb, labels) {
+            let idx: Vec<i64> = y.iter().map(|&c| c as i64).collect();
+            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [y.len()]), &device);
+            emb = emb + le.weight.val().select(0, idx);
+        }
+        if self.one_hot_classes > 0 {
+            // Without labels the one-hot part is all zeros.
+            let n = self.one_hot_classes;
+            let b = timesteps.len();
+            let mut v = vec![0f32; b * n];
+            for (i, &c) in labels.unwrap_or(&[]).iter().enumerate() {
+                v[i * n + c] = 1.0;
+            }
+            let hot = Tensor::<2>::from_data(TensorData::new(v, [b, n]), &device);
+            emb = Tensor::cat(vec![emb, hot], 1);
+        }
+        let emb = silu(emb);
         let mut h = x;
         let mut skips = Vec::with_capacity(self.input_blocks.len());
         for l in &self.input_blocks {
@@ -338,9 +479,22 @@ impl UNet {
     /// [`forward`](Self::forward) for inference: on flex without gradients, the two halves of
     /// the batch run on two threads (see [`super::parallel`]); the result is the same.
     pub fn forward_inference(&self, x: Tensor<4>, timesteps: &[f32]) -> Tensor<4> {
+        self.forward_inference_labelled(x, timesteps, None)
+    }
+
+    /// [`forward_inference`](Self::forward_inference) with class labels.
+    pub fn forward_inference_labelled(
+        &self,
+        x: Tensor<4>,
+        timesteps: &[f32],
+        labels: Option<&[usize]>,
+    ) -> Tensor<4> {
         super::parallel::on_halves(
             x,
-            |x, rows| self.forward(x, &timesteps[rows]),
+            |x, rows| {
+                let y = labels.map(|y| &y[rows.clone()]);
+                self.forward_labelled(x, &timesteps[rows], y)
+            },
             super::parallel::cat_batches,
         )
     }

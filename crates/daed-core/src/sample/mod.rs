@@ -110,6 +110,8 @@ pub struct SampleOptions {
     pub clip_denoised: bool,
     /// Seed of all noise.
     pub seed: u64,
+    /// The class of every image, for a class-conditional model (None: unconditional).
+    pub class: Option<usize>,
 }
 
 impl SampleOptions {
@@ -120,6 +122,7 @@ impl SampleOptions {
             method: Method::from_flags(s.ddim, s.eta)?,
             clip_denoised: s.clip_denoised,
             seed: s.seed,
+            class: None,
         })
     }
 
@@ -136,6 +139,7 @@ impl SampleOptions {
             method: Method::from_flags(ddim, eta)?,
             clip_denoised: true,
             seed,
+            class: None,
         })
     }
 
@@ -151,6 +155,27 @@ impl SampleOptions {
             method: Method::Ancestral,
             clip_denoised: true,
             seed,
+            class: None,
+        }
+    }
+
+    /// Checks the class against a model with `num_classes` classes (None: unconditional): a
+    /// class-conditional model needs one below the count, an unconditional one none.
+    pub fn check_class(&self, num_classes: Option<usize>) -> Result<()> {
+        let bad = |m: String| Err(crate::Error::Invalid(m));
+        match (num_classes, self.class) {
+            (None, None) => Ok(()),
+            (Some(n), None) => bad(format!(
+                "the model is class-conditional ({n} classes): give the class to sample (--class K)"
+            )),
+            (None, Some(_)) => {
+                bad("--class was given but the model is not class-conditional".into())
+            }
+            (Some(n), Some(c)) if c >= n => bad(format!(
+                "--class {c} is out of range: the model has classes 0..{}",
+                n - 1
+            )),
+            _ => Ok(()),
         }
     }
 }
@@ -187,7 +212,7 @@ pub fn p_step(
 ) -> Tensor<4> {
     let b = x.dims()[0];
     let ts = vec![t; b];
-    let tt: Vec<f32> = vec![d.timestep_map[t] as f32; b];
+    let tt = d.model_timesteps_f32(&ts);
     let out = model.predict(x.clone(), &tt);
     let pm = d.p_mean_variance(out, x.clone(), &ts, opts.clip_denoised);
     opts.method.step(d, x, t, pm, z)
