@@ -341,12 +341,23 @@ impl Checkpoint {
         Ok((net, d))
     }
 
-    /// [`Checkpoint::load_model`] for a DDGM.
+    /// [`Checkpoint::load_model`] for a DDGM, as the analyses use it: unconditional (they have
+    /// no labels to give a class-conditional network, which is refused).
     pub fn load_unet(
         &self,
         ema: bool,
         device: &burn::tensor::Device,
     ) -> Result<(crate::nn::UNet, crate::diffusion::GaussianDiffusion)> {
-        self.load_model(ema, device)
+        let (net, d) = self.load_model::<crate::nn::UNet>(ema, device)?;
+        if let Some(n) = net.num_classes() {
+            return Err(Error::ckpt(
+                &self.dir,
+                format!(
+                    "the model is class-conditional ({n} classes): the analyses run unconditional \
+                     models (daed sample --class and daed forward take this one)"
+                ),
+            ));
+        }
+        Ok((net, d))
     }
 }

@@ -9,7 +9,7 @@ use daed_io::images::ImageSet;
 
 use super::checkpoint::{self, Checkpoint, CheckpointState, TensorFile, FORMAT_VERSION};
 use super::optim::{ema_update, AdamW, AdamWSettings};
-use crate::config::ExperimentConfig;
+use crate::config::{DaedMode, ExperimentConfig, ModelKind};
 use crate::diffusion::step_sampler::StepSampler;
 use crate::diffusion::GaussianDiffusion;
 use crate::model::DiffusionNet;
@@ -99,6 +99,14 @@ impl<M: DiffusionNet> Trainer<M> {
                 "the config trains a `{}` model, not `{}`",
                 cfg.model,
                 M::KIND
+            )));
+        }
+        let frozen_generator = cfg.model == ModelKind::Daed && cfg.daed.mode == DaedMode::TwoStage;
+        if let (Some(n), false) = (cfg.unet.num_classes, frozen_generator) {
+            return Err(Error::Invalid(format!(
+                "unet.num_classes = {n}: daed trains unconditional networks only (its data \
+                 carries no labels); a class-conditional model can be imported, sampled \
+                 (--class) and given a two-stage DAE"
             )));
         }
         let diffusion = M::process(&cfg)?;
@@ -349,7 +357,9 @@ impl<M: DiffusionNet> Trainer<M> {
     pub fn write_grid(&self) -> Result<PathBuf> {
         let s = &self.cfg.sample;
         let n = s.n.min(64);
-        let opts = SampleOptions::from_config(s)?;
+        let mut opts = SampleOptions::from_config(s)?;
+        // A class-conditional generator (two-stage DAE over it) draws its grid for class 0.
+        opts.class = self.ema.num_classes().map(|_| 0);
         let shape = [self.data.channels, self.data.height, self.data.width];
         let inner = self.device.clone().inner();
         let imgs = self.ema.sample(
