@@ -285,6 +285,77 @@ mod tests {
         assert_eq!(torch_name("nonsense.weight", &no), None);
     }
 
+    fn tensor(shape: &[usize]) -> daed_io::pth::PthTensor {
+        let n = shape.iter().product::<usize>();
+        daed_io::pth::PthTensor {
+            shape: shape.to_vec(),
+            data: (0..n).map(|v| v as f32).collect(),
+        }
+    }
+
+    /// A DAE trained with learn_sigma (2C output channels) keeps its C mean channels; other
+    /// shapes, missing keys and unused keys are errors naming the key.
+    #[test]
+    fn state_dicts_map_exactly_and_a_learned_sigma_dae_keeps_its_mean() {
+        let slots = [
+            Slot {
+                path: "out_conv.weight".into(),
+                shape: vec![1, 4, 3, 3],
+            },
+            Slot {
+                path: "out_conv.bias".into(),
+                shape: vec![1],
+            },
+            Slot {
+                path: "time_embed_0.weight".into(),
+                shape: vec![2, 3],
+            },
+        ];
+        let no = |_: usize| false;
+        let mut sd = BTreeMap::new();
+        sd.insert("out.2.weight".to_string(), tensor(&[2, 4, 3, 3]));
+        sd.insert("out.2.bias".to_string(), tensor(&[2]));
+        sd.insert("time_embed.0.weight".to_string(), tensor(&[3, 2]));
+        let p = Path::new("dae.pt");
+        let got = from_state_dict(&slots, &no, &sd, "dae.", Some(1), p).unwrap();
+        assert_eq!(
+            got["dae.out_conv.weight"].data,
+            (0..36).map(|v| v as f32).collect::<Vec<_>>()
+        );
+        assert_eq!(got["dae.out_conv.bias"].data, vec![0.0]);
+        // PyTorch [out = 3, in = 2] -> daed [in = 2, out = 3].
+        assert_eq!(
+            got["dae.time_embed_0.weight"].data,
+            vec![0., 2., 4., 1., 3., 5.]
+        );
+        // Without the DAE's allowance the doubled output conv is the wrong shape.
+        let e = from_state_dict(&slots, &no, &sd, "", None, p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("out.2.weight") && e.contains("[2, 4, 3, 3]"),
+            "{e}"
+        );
+        // A linear weight stored untransposed (same count, other shape) is refused.
+        let mut bad = sd.clone();
+        bad.insert("time_embed.0.weight".to_string(), tensor(&[2, 3]));
+        let e = from_state_dict(&slots, &no, &bad, "", Some(1), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("time_embed.0.weight"), "{e}");
+        let mut extra = sd.clone();
+        extra.insert("label_emb.weight".to_string(), tensor(&[10, 4]));
+        let e = from_state_dict(&slots, &no, &extra, "", Some(1), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("label_emb.weight"), "{e}");
+        sd.remove("out.2.bias");
+        let e = from_state_dict(&slots, &no, &sd, "", Some(1), p)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing tensor `out.2.bias`"), "{e}");
+    }
+
     #[test]
     fn layouts_round_trip() {
         let data: Vec<f32> = (0..6).map(|v| v as f32).collect();
