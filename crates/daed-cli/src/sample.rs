@@ -89,21 +89,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let png = out.join(format!("{tag}.png"));
     daed_core::train::trainer::save_grid(&png, &set.take(a.n.min(256)))?;
     let npz = out.join(format!("{tag}.npz"));
-    let arr = NpyArray {
-        shape: vec![set.len(), shape[1], shape[2], shape[0]],
-        data: NpyData::U8(set.to_nhwc_u8()),
-    };
-    match a.class {
-        // Labels as guided-diffusion's image_sample.py writes them for a class-conditional model.
-        Some(c) => {
-            let labels = NpyArray {
-                shape: vec![set.len()],
-                data: NpyData::I64(vec![c as i64; set.len()]),
-            };
-            write_npz(&npz, &[("arr_0", &arr), ("arr_1", &labels)])?
-        }
-        None => write_npz(&npz, &[("arr_0", &arr)])?,
-    }
+    write_samples(&npz, &set, a.class)?;
     println!(
         "{} images in {secs:.1} s ({} steps from step {} of the model)",
         a.n,
@@ -116,6 +102,26 @@ pub fn run(a: SampleArgs) -> Result<()> {
     );
     println!("grid: {}", png.display());
     println!("npz:  {} (arr_0: uint8 NHWC)", npz.display());
+    Ok(())
+}
+
+/// The guided-diffusion `.npz`: `arr_0` uint8 NHWC, and `arr_1` the labels for a class (as its
+/// image_sample.py writes them for a class-conditional model).
+fn write_samples(npz: &std::path::Path, set: &ImageSet, class: Option<usize>) -> Result<()> {
+    let arr = NpyArray {
+        shape: vec![set.len(), set.height, set.width, set.channels],
+        data: NpyData::U8(set.to_nhwc_u8()),
+    };
+    match class {
+        Some(c) => {
+            let labels = NpyArray {
+                shape: vec![set.len()],
+                data: NpyData::I64(vec![c as i64; set.len()]),
+            };
+            write_npz(npz, &[("arr_0", &arr), ("arr_1", &labels)])?
+        }
+        None => write_npz(npz, &[("arr_0", &arr)])?,
+    }
     Ok(())
 }
 
