@@ -17,7 +17,8 @@ pub fn available() -> Vec<&'static str> {
 }
 
 /// Resolves a device name (`flex`, `torch`, `cuda`, `cuda:N`, or `auto`: CUDA when built with
-/// it, then libtorch, then flex).
+/// it and usable here, then libtorch, then flex). A CUDA device that cannot be used is an
+/// [`Error::Invalid`] naming what is missing, rather than a panic on first use.
 pub fn resolve(name: &str) -> Result<Device> {
     let name = name.trim();
     let bad = || {
@@ -28,11 +29,17 @@ pub fn resolve(name: &str) -> Result<Device> {
     };
     match name {
         "auto" | "" => {
+            // An unusable GPU falls through to the next device, or says why when none is left.
             #[cfg(feature = "cuda")]
-            return Ok(Device::cuda(0usize));
-            #[cfg(all(not(feature = "cuda"), feature = "torch"))]
+            {
+                let cuda = probe_cuda(0);
+                if cuda.is_ok() || !cfg!(any(feature = "torch", feature = "flex")) {
+                    return cuda.map(|()| Device::cuda(0usize));
+                }
+            }
+            #[cfg(feature = "torch")]
             return Ok(Device::libtorch());
-            #[cfg(all(not(feature = "cuda"), not(feature = "torch"), feature = "flex"))]
+            #[cfg(all(not(feature = "torch"), feature = "flex"))]
             return Ok(Device::flex());
             #[allow(unreachable_code)]
             Err(bad())
@@ -48,8 +55,80 @@ pub fn resolve(name: &str) -> Result<Device> {
                 .map(|s| s.parse::<usize>().map_err(|_| bad()))
                 .transpose()?
                 .unwrap_or(0);
+            probe_cuda(idx)?;
             Ok(Device::cuda(idx))
         }
         _ => Err(bad()),
+    }
+}
+
+/// Checks, without panicking, what burn's CUDA backend needs for device `index`: the driver
+/// library, a device there, NVRTC (every kernel is compiled at run time by NVRTC, the only
+/// compiler of the patched cubecl-cuda, third_party/cubecl-cuda) and a CUDA installation for
+/// its headers. cubecl would otherwise panic on first use.
+#[cfg(feature = "cuda")]
+fn probe_cuda(index: usize) -> Result<()> {
+    use cudarc::driver::result as driver;
+    let mut missing = Vec::new();
+    // SAFETY: both only try to `dlopen` each candidate name of the library.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        missing.push("the NVIDIA driver's CUDA library (libcuda.so)".to_string());
+    } else {
+        match driver::init().and_then(|()| driver::device::get_count()) {
+            Err(e) => missing.push(format!(
+                "a working CUDA driver (it answered: {e}; is there an NVIDIA GPU, with its kernel module loaded?)"
+            )),
+            Ok(n) if index >= n.max(0) as usize => {
+                missing.push(format!("CUDA device {index} (the driver sees {n})"))
+            }
+            Ok(_) => {}
+        }
+    }
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        missing.push(
+            "NVRTC (libnvrtc.so, from the CUDA toolkit; it compiles the kernels at run time)"
+                .to_string(),
+        );
+    }
+    if burn::cubecl::cuda::install::cuda_path().is_none() {
+        missing.push(
+            "a CUDA installation for NVRTC's headers (CUDA_PATH, /usr/local/cuda or /opt/cuda)"
+                .to_string(),
+        );
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let others: Vec<_> = available().into_iter().filter(|d| *d != "cuda").collect();
+    let others = match others.is_empty() {
+        true => String::new(),
+        false => format!("; this build also has --device {}", others.join(", ")),
+    };
+    Err(Error::Invalid(format!(
+        "device `cuda:{index}` cannot be used, missing: {}{others}",
+        missing.join("; ")
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_devices_are_refused_by_name() {
+        let err = resolve("tpu").unwrap_err().to_string();
+        assert!(err.contains("`tpu`"), "{err}");
+    }
+
+    /// With or without a GPU here: a device, or an error naming what is missing, never a panic.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_resolves_or_says_what_is_missing() {
+        match resolve("cuda:0") {
+            Ok(_) => {}
+            Err(Error::Invalid(why)) => assert!(why.contains("missing: "), "{why}"),
+            Err(e) => panic!("{e}"),
+        }
+        assert!(resolve("auto").is_ok() || !cfg!(feature = "flex"));
     }
 }
