@@ -12,8 +12,9 @@
 # 3. the FID Inception on the GPU when INCEPTION points at its weights (../shared does not travel).
 # Everything lands in OUT_DIR (log.txt, parity.md, ab/, torch_bf16/, inception/).
 # Environment: DAED (a daed built with --features cuda), PY (python with torch and numpy),
-# DEV (default cuda), REF (default flex), ROUNDS (default 2), INCEPTION (optional).
-# A dry run of the parity part on a CPU machine: DEV=flex SKIP_BENCH=1 bench/gpu_check.sh /tmp/gpu-dry.
+# DEV (default cuda), REF (default flex), ROUNDS (default 2), INCEPTION (optional), PARITY
+# (default fmnist,cifar10).
+# A dry run of the parity part on a CPU machine: DEV=flex SKIP_BENCH=1 PARITY=fmnist bench/gpu_check.sh /tmp/gpu-dry.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-gpu-results}
@@ -53,8 +54,10 @@ parity() { # name config dataset data-path channels size steps
   f=$("$PY" bench/gpu_parity.py npz "$P/out-$name-ref.npz" "$P/out-$name-dev.npz" out 2>&1 | tail -1)
   echo "| $name | $w | $f |" | tee -a "$OUT/parity.md"
 }
-parity fmnist configs/fashion_mnist_ddgm_simple.toml fashion-mnist-demo "" 1 28 500
-parity cifar10 configs/cifar10_ddgm_simple.toml imagenet32 "$P/data32" 3 32 1000
+case ",${PARITY:-fmnist,cifar10}," in *,fmnist,*)
+  parity fmnist configs/fashion_mnist_ddgm_simple.toml fashion-mnist-demo "" 1 28 500 ;; esac
+case ",${PARITY:-fmnist,cifar10}," in *,cifar10,*)
+  parity cifar10 configs/cifar10_ddgm_simple.toml imagenet32 "$P/data32" 3 32 1000 ;; esac
 
 if [ -n "${SKIP_BENCH:-}" ]; then step "done (SKIP_BENCH): $OUT"; exit 0; fi
 step "side by side with PyTorch on $DEV"
