@@ -35,17 +35,22 @@ pub fn switch_index(alphas_cumprod: &[f64], beta1: f64) -> usize {
     i + 1
 }
 
+fn check_beta1(beta1: f64) -> Result<()> {
+    if beta1 > 0.0 && beta1 < 1.0 {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "daed.beta1 must be in (0, 1), got {beta1}"
+    )))
+}
+
 /// The DAED process for a DDGM schedule and beta1, and the switch index k.
 pub fn daed_process(
     spec: &ScheduleSpec,
     beta1: f64,
     var: crate::diffusion::ModelVarType,
 ) -> Result<(GaussianDiffusion, usize)> {
-    if !(beta1 > 0.0 && beta1 < 1.0) {
-        return Err(Error::Invalid(format!(
-            "daed.beta1 must be in (0, 1), got {beta1}"
-        )));
-    }
+    check_beta1(beta1)?;
     spec.validate()?;
     let base = spec.betas();
     let ab = crate::diffusion::schedule::alphas_cumprod(&base);
@@ -70,11 +75,7 @@ pub fn linear_combine_process(
     beta1: f64,
     var: crate::diffusion::ModelVarType,
 ) -> Result<GaussianDiffusion> {
-    if !(beta1 > 0.0 && beta1 < 1.0) {
-        return Err(Error::Invalid(format!(
-            "daed.beta1 must be in (0, 1), got {beta1}"
-        )));
-    }
+    check_beta1(beta1)?;
     spec.validate()?;
     if spec.kind != crate::diffusion::BetaSchedule::Linear || spec.steps < 2 {
         return Err(Error::Invalid(

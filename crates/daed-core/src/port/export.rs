@@ -26,16 +26,6 @@ pub struct Exported {
     pub notes: Vec<String>,
 }
 
-/// Whether decoder block `i` has attention, from the arrays' names.
-fn attn_in(
-    arrays: &BTreeMap<String, crate::tensor_io::NamedArray>,
-    prefix: &str,
-) -> impl Fn(usize) -> bool {
-    let keys: std::collections::BTreeSet<String> = arrays.keys().cloned().collect();
-    let prefix = prefix.to_string();
-    move |i| keys.contains(&format!("{prefix}output_blocks.{i}.attn.qkv.weight"))
-}
-
 /// Writes `out` (a `.safetensors` path; for a DAED run `<stem>_part_1.safetensors` and
 /// `<stem>_part_2.safetensors` beside it) and `<stem>.flags.txt` from the run's EMA weights
 /// (`ema`) or raw ones. Existing files are not overwritten.
@@ -70,7 +60,7 @@ pub fn export(ck: &Checkpoint, out: &Path, ema: bool) -> Result<Exported> {
     let mut meta = BTreeMap::new();
     meta.insert("format".to_string(), "pt".to_string());
     for (path, prefix) in &parts {
-        let sd = to_state_dict(&arrays, prefix, &attn_in(&arrays, prefix))?;
+        let sd = to_state_dict(&arrays, prefix)?;
         let bytes = crate::tensor_io::safetensors_bytes(&sd, &meta);
         daed_io::atomic::write_atomic(path, &bytes)?;
     }
@@ -91,14 +81,8 @@ pub fn flags_for(cfg: &ExperimentConfig, shape: [usize; 3]) -> Result<(Repo, Str
     let u = &cfg.unet;
     let d = &cfg.diffusion;
     let mults = u.mults(size);
-    let improved_mults: Option<&[usize]> = match size {
-        256 => Some(&[1, 1, 2, 2, 4, 4]),
-        64 => Some(&[1, 2, 3, 4]),
-        32 => Some(&[1, 2, 2, 2]),
-        _ => None,
-    };
     let improved = c == 3
-        && improved_mults == Some(mults.as_slice())
+        && Repo::ImprovedDiffusion.default_channel_mult(size) == Some(mults.as_slice())
         && u.num_head_channels.is_none()
         && u.attention_order == AttentionOrder::Legacy
         && (u.num_classes.is_none()

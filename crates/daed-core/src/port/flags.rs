@@ -90,6 +90,19 @@ impl Repo {
         }
     }
 
+    /// The channel multipliers the repo's `create_model` picks for an image size (None: it
+    /// has none and needs `channel_mult`).
+    pub fn default_channel_mult(self, size: usize) -> Option<&'static [usize]> {
+        match (self, size) {
+            (_, 256) => Some(&[1, 1, 2, 2, 4, 4]),
+            (Repo::AnalysingDdgm, 128) => Some(&[1, 1, 2, 3, 4]),
+            (_, 64) => Some(&[1, 2, 3, 4]),
+            (_, 32) => Some(&[1, 2, 2, 2]),
+            (Repo::AnalysingDdgm, 28) => Some(&[1, 2, 2]),
+            _ => None,
+        }
+    }
+
     /// Flags of the repo's training and sampling scripts that daed reads (`lr`, ...) or that do
     /// not change the model (`log_interval`, ...): accepted, the first kind used.
     fn script_flags(self) -> &'static [&'static str] {
@@ -350,20 +363,15 @@ impl TorchFlags {
                     self.bad("channel_mult", "must be positive integers, e.g. 1,2,2,2")
                 });
         }
-        let by_size: Option<&[usize]> = match (self.repo, size) {
-            (_, 256) => Some(&[1, 1, 2, 2, 4, 4]),
-            (Repo::AnalysingDdgm, 128) => Some(&[1, 1, 2, 3, 4]),
-            (_, 64) => Some(&[1, 2, 3, 4]),
-            (_, 32) => Some(&[1, 2, 2, 2]),
-            (Repo::AnalysingDdgm, 28) => Some(&[1, 2, 2]),
-            _ => None,
-        };
-        by_size.map(<[usize]>::to_vec).ok_or_else(|| {
-            Error::Invalid(format!(
-                "--flags: {} has no channel_mult for image_size {size}: give --channel_mult",
-                self.repo.name()
-            ))
-        })
+        self.repo
+            .default_channel_mult(size)
+            .map(<[usize]>::to_vec)
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "--flags: {} has no channel_mult for image_size {size}: give --channel_mult",
+                    self.repo.name()
+                ))
+            })
     }
 
     /// The daed config these flags describe, for images of [`image_shape`](Self::image_shape).

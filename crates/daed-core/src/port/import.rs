@@ -92,13 +92,9 @@ pub fn import(
                 .into(),
         );
     }
-    let d = match cfg.model {
-        ModelKind::Ddgm => UNet::process(&cfg)?,
-        ModelKind::Daed => DaedNets::process(&cfg)?,
-    };
-    let sampler_kind = match cfg.model {
-        ModelKind::Ddgm => UNet::step_sampler(&cfg),
-        ModelKind::Daed => DaedNets::step_sampler(&cfg),
+    let (d, sampler_kind) = match cfg.model {
+        ModelKind::Ddgm => (UNet::process(&cfg)?, UNet::step_sampler(&cfg)),
+        ModelKind::Daed => (DaedNets::process(&cfg)?, DaedNets::step_sampler(&cfg)),
     };
     let state = CheckpointState {
         format_version: FORMAT_VERSION,
@@ -203,22 +199,6 @@ fn slots<M: burn::module::Module>(m: &M) -> Vec<Slot> {
         .collect()
 }
 
-/// Whether decoder block `i` has attention, from the parameter list.
-fn attn_lookup(slots: &[Slot], prefix: &str) -> impl Fn(usize) -> bool {
-    let with: std::collections::BTreeSet<usize> = slots
-        .iter()
-        .filter_map(|s| {
-            let rest = s
-                .path
-                .strip_prefix(prefix)?
-                .strip_prefix("output_blocks.")?;
-            let (i, tail) = rest.split_once('.')?;
-            tail.starts_with("attn.").then(|| i.parse().ok())?
-        })
-        .collect();
-    move |i| with.contains(&i)
-}
-
 fn read_checked(path: &Path) -> Result<BTreeMap<String, daed_io::pth::PthTensor>> {
     let state = daed_io::pth::read_pth(path)?;
     if let Some((k, _)) = state
@@ -244,8 +224,7 @@ fn ddgm_arrays(
     let d = UNet::process(cfg)?;
     let net = UNet::build(cfg, &d, shape, &device)?;
     let s = slots(&net);
-    let has_attn = attn_lookup(&s, "");
-    let load = |p: &PathBuf| from_state_dict(&s, &has_attn, &read_checked(p)?, "", None, p);
+    let load = |p: &PathBuf| from_state_dict(&s, &read_checked(p)?, "", None, p);
     let model = load(f.model.as_ref().expect("checked"))?;
     let ema = match &f.ema {
         Some(p) => load(p)?,
@@ -260,14 +239,11 @@ fn daed_arrays(cfg: &ExperimentConfig, shape: [usize; 3], f: &TorchFiles) -> Res
     let nets = DaedNets::build(cfg, &d, shape, &device)?;
     let gen = slots(&nets.generator);
     let dae = slots(&nets.dae);
-    let gen_attn = attn_lookup(&gen, "");
-    let dae_attn = attn_lookup(&dae, "");
     let gp = f.generator.as_ref().expect("checked");
     let dp = f.dae.as_ref().expect("checked");
-    let mut out = from_state_dict(&gen, &gen_attn, &read_checked(gp)?, "generator.", None, gp)?;
+    let mut out = from_state_dict(&gen, &read_checked(gp)?, "generator.", None, gp)?;
     out.extend(from_state_dict(
         &dae,
-        &dae_attn,
         &read_checked(dp)?,
         "dae.",
         Some(shape[0]),

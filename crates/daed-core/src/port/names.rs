@@ -122,6 +122,21 @@ fn attn(at: &str, rest: &[&str]) -> Option<(String, Layout)> {
     })
 }
 
+/// Whether decoder block `i` has attention, from daed parameter paths (with `prefix`).
+fn decoder_attention<'a>(
+    paths: impl Iterator<Item = &'a str>,
+    prefix: &str,
+) -> impl Fn(usize) -> bool {
+    let with: std::collections::BTreeSet<usize> = paths
+        .filter_map(|p| {
+            let rest = p.strip_prefix(prefix)?.strip_prefix("output_blocks.")?;
+            let (i, tail) = rest.split_once('.')?;
+            tail.starts_with("attn.").then(|| i.parse().ok())?
+        })
+        .collect();
+    move |i| with.contains(&i)
+}
+
 /// One daed parameter: its path and shape.
 pub struct Slot {
     /// daed's path (without any prefix).
@@ -136,16 +151,16 @@ pub struct Slot {
 /// c (the mean). Errors name the file and the key.
 pub fn from_state_dict(
     slots: &[Slot],
-    has_attn: &dyn Fn(usize) -> bool,
     state: &BTreeMap<String, daed_io::pth::PthTensor>,
     prefix: &str,
     mean_channels: Option<usize>,
     origin: &Path,
 ) -> Result<BTreeMap<String, NamedArray>> {
+    let has_attn = decoder_attention(slots.iter().map(|s| s.path.as_str()), "");
     let mut out = BTreeMap::new();
     let mut used = std::collections::BTreeSet::new();
     for s in slots {
-        let (key, layout) = torch_name(&s.path, has_attn).ok_or_else(|| {
+        let (key, layout) = torch_name(&s.path, &has_attn).ok_or_else(|| {
             Error::Invalid(format!("daed parameter `{}` has no PyTorch name", s.path))
         })?;
         let t = state.get(&key).ok_or_else(|| {
@@ -204,14 +219,14 @@ fn check_shape(key: &str, got: &[usize], want: &[usize], origin: &Path) -> Resul
 pub fn to_state_dict(
     arrays: &BTreeMap<String, NamedArray>,
     prefix: &str,
-    has_attn: &dyn Fn(usize) -> bool,
 ) -> Result<BTreeMap<String, NamedArray>> {
+    let has_attn = decoder_attention(arrays.keys().map(String::as_str), prefix);
     let mut out = BTreeMap::new();
     for (k, a) in arrays {
         let Some(path) = k.strip_prefix(prefix) else {
             continue;
         };
-        let (name, layout) = torch_name(path, has_attn).ok_or_else(|| {
+        let (name, layout) = torch_name(path, &has_attn).ok_or_else(|| {
             Error::Invalid(format!("daed parameter `{path}` has no PyTorch name"))
         })?;
         out.insert(
@@ -311,13 +326,12 @@ mod tests {
                 shape: vec![2, 3],
             },
         ];
-        let no = |_: usize| false;
         let mut sd = BTreeMap::new();
         sd.insert("out.2.weight".to_string(), tensor(&[2, 4, 3, 3]));
         sd.insert("out.2.bias".to_string(), tensor(&[2]));
         sd.insert("time_embed.0.weight".to_string(), tensor(&[3, 2]));
         let p = Path::new("dae.pt");
-        let got = from_state_dict(&slots, &no, &sd, "dae.", Some(1), p).unwrap();
+        let got = from_state_dict(&slots, &sd, "dae.", Some(1), p).unwrap();
         assert_eq!(
             got["dae.out_conv.weight"].data,
             (0..36).map(|v| v as f32).collect::<Vec<_>>()
@@ -329,7 +343,7 @@ mod tests {
             vec![0., 2., 4., 1., 3., 5.]
         );
         // Without the DAE's allowance the doubled output conv is the wrong shape.
-        let e = from_state_dict(&slots, &no, &sd, "", None, p)
+        let e = from_state_dict(&slots, &sd, "", None, p)
             .unwrap_err()
             .to_string();
         assert!(
@@ -339,18 +353,18 @@ mod tests {
         // A linear weight stored untransposed (same count, other shape) is refused.
         let mut bad = sd.clone();
         bad.insert("time_embed.0.weight".to_string(), tensor(&[2, 3]));
-        let e = from_state_dict(&slots, &no, &bad, "", Some(1), p)
+        let e = from_state_dict(&slots, &bad, "", Some(1), p)
             .unwrap_err()
             .to_string();
         assert!(e.contains("time_embed.0.weight"), "{e}");
         let mut extra = sd.clone();
         extra.insert("label_emb.weight".to_string(), tensor(&[10, 4]));
-        let e = from_state_dict(&slots, &no, &extra, "", Some(1), p)
+        let e = from_state_dict(&slots, &extra, "", Some(1), p)
             .unwrap_err()
             .to_string();
         assert!(e.contains("label_emb.weight"), "{e}");
         sd.remove("out.2.bias");
-        let e = from_state_dict(&slots, &no, &sd, "", Some(1), p)
+        let e = from_state_dict(&slots, &sd, "", Some(1), p)
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing tensor `out.2.bias`"), "{e}");
