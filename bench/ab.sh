@@ -7,7 +7,8 @@
 #
 # BENCH ARGS go to both sides (--models --cases --batch --micro-batch --inception-batch
 # --warmup --runs --device). Environment: PY (default .venv-bench/bin/python, made by
-# bench/setup.sh), DAED (default target/release/daed), THREADS (default: all cores).
+# bench/setup.sh), DAED (default target/release/daed), THREADS (default: all cores),
+# TORCH_ARGS (PyTorch's side only, e.g. "--variants eager,best,bf16,best-bf16": its tuned rows).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=2 OUT=bench/results/$(date +%Y%m%d-%H%M%S)
@@ -28,11 +29,12 @@ export OMP_WAIT_POLICY=PASSIVE RAYON_NUM_THREADS=$THREADS
 mkdir -p "$OUT"
 { echo "machine: $(lscpu | sed -n 's/^Model name: *//p') ($(nproc) cores), $(date -u)"
   echo "daed: $(git rev-parse --short HEAD 2>/dev/null || echo '?'), torch: $("$PY" -c 'import torch; print(torch.__version__)')"
-  echo "args: $*"; } | tee "$OUT/machine.txt"
+  echo "args: $*; torch only: ${TORCH_ARGS:-}"; } | tee "$OUT/machine.txt"
 for r in $(seq 1 "$ROUNDS"); do
   echo "== round $r: daed"
   "$DAED" bench "$@" --out "$OUT/daed_$r"
   echo "== round $r: torch"
-  "$PY" bench/bench_torch.py --threads "$THREADS" "$@" --out "$OUT/torch_$r"
+  # shellcheck disable=SC2086  # TORCH_ARGS is a list of words
+  "$PY" bench/bench_torch.py --threads "$THREADS" "$@" ${TORCH_ARGS:-} --out "$OUT/torch_$r"
 done
 "$PY" bench/compare.py "$OUT" | tee "$OUT/ratios.md"

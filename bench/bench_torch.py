@@ -3,7 +3,7 @@ from the same TOML presets), the same cases and the same figures, written as the
 
     python bench/bench_torch.py [--models tiny,fmnist,cifar10] [--cases train,sample,inception]
         [--batch N] [--micro-batch N] [--warmup 1] [--runs 3] [--threads 2] [--device cpu|cuda]
-        [--bf16] [--out DIR]
+        [--variants eager,bf16,best,best-bf16] [--bf16] [--out DIR]
 
 Cases (as daed's):
   train     forward, backward, AdamW and EMA of one batch: uniform t, q(x_t | x_0), simple loss
@@ -11,8 +11,16 @@ Cases (as daed's):
   sample    one forward without gradients at the same batch (eval mode)
   inception pytorch-fid's FID Inception-v3 (bench/inception_torch.py) on random 299x299 input
 
-The parameter counts printed must equal daed's (same network). --bf16 runs the U-Net cases
-under CPU/GPU autocast to bfloat16 (reported as a separate row, model name + "-bf16").
+The parameter counts printed must equal daed's (same network).
+
+--variants times the U-Net cases once per variant, each a row named model + "-" + variant
+("eager" keeps the bare model name):
+  eager      the reference code's way: fp32, materialised attention weights, NCHW
+  bf16       eager under CPU/GPU autocast to bfloat16
+  best       what a PyTorch user tuning for speed would run: F.scaled_dot_product_attention and
+             channels-last tensors (model and inputs), fp32
+  best-bf16  best under bf16 autocast
+--bf16 is short for adding "bf16". bench/compare.py sets each variant against daed's row.
 """
 import argparse
 import json
@@ -81,6 +89,7 @@ class Attention(nn.Module):  # improved-diffusion's AttentionBlock (materialised
     def __init__(self, ch, heads):
         super().__init__()
         self.norm, self.heads = norm(ch), heads
+        self.sdpa = False  # set by the "best" variants: PyTorch's fused attention
         self.qkv = nn.Linear(ch, 3 * ch)
         self.proj_out = nn.Linear(ch, ch)
         nn.init.zeros_(self.proj_out.weight)
@@ -93,8 +102,12 @@ class Attention(nn.Module):  # improved-diffusion's AttentionBlock (materialised
         seq = self.norm(x).reshape(b, c, t).transpose(1, 2)
         qkv = self.qkv(seq).reshape(b, t, nh, 3 * ch).transpose(1, 2)
         q, k, v = qkv.split(ch, dim=3)
-        wts = torch.softmax(q @ k.transpose(2, 3) * (1.0 / math.sqrt(ch)), dim=3)
-        a = (wts @ v).transpose(1, 2).reshape(b, t, c)
+        if self.sdpa:  # same maths (scale 1/sqrt(ch)), one fused kernel
+            a = F.scaled_dot_product_attention(q, k, v)
+        else:
+            wts = torch.softmax(q @ k.transpose(2, 3) * (1.0 / math.sqrt(ch)), dim=3)
+            a = wts @ v
+        a = a.transpose(1, 2).reshape(b, t, c)
         return x + self.proj_out(a).transpose(1, 2).reshape(b, c, h, w)
 
 
@@ -198,14 +211,27 @@ def betas(d):
                           dtype=torch.float64)
 
 
+VARIANTS = {  # name: (autocast to bf16, scaled_dot_product_attention, channels-last)
+    "eager": (False, False, False),
+    "bf16": (True, False, False),
+    "best": (False, True, True),
+    "best-bf16": (True, True, True),
+}
+
+
 class Case:
-    def __init__(self, name, cfg, batch, micro, device):
+    def __init__(self, name, cfg, batch, micro, device, sdpa=False, channels_last=False):
         self.name, self.batch, self.device = name, batch, device
+        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         d = cfg.get("diffusion", {})
         self.shape = SHAPES[cfg.get("data", {}).get("dataset", "fashion-mnist")]
         out = 2 * self.shape[0] if d.get("learn_sigma", False) else self.shape[0]
         torch.manual_seed(cfg.get("train", {}).get("seed", 0))
         self.model = UNet(cfg.get("unet", {}), self.shape[0], self.shape[1], out).to(device)
+        self.model = self.model.to(memory_format=self.fmt)
+        for m in self.model.modules():
+            if isinstance(m, Attention):
+                m.sdpa = sdpa
         self.params = sum(p.numel() for p in self.model.parameters())
         tr = cfg.get("train", {})
         self.micro = micro if micro is not None else tr.get("micro_batch", 0)
@@ -220,7 +246,7 @@ class Case:
     def train_step(self, autocast):
         self.model.train()
         b = self.batch
-        x0 = torch.rand(b, *self.shape, device=self.device) * 2 - 1
+        x0 = (torch.rand(b, *self.shape, device=self.device) * 2 - 1).contiguous(memory_format=self.fmt)
         t = torch.randint(0, self.steps, (b,), device=self.device)
         eps = torch.randn_like(x0)
         mb = b if self.micro in (0, None) else min(self.micro, b)
@@ -242,7 +268,7 @@ class Case:
         self.model.eval()
         b = self.batch
         with torch.no_grad(), autocast():
-            x = torch.randn(b, *self.shape, device=self.device)
+            x = torch.randn(b, *self.shape, device=self.device).contiguous(memory_format=self.fmt)
             t = torch.arange(b, device=self.device).mul(97).remainder(self.steps).float()
             self.model(x, t)[0, 0, 0, 0].item()
 
@@ -307,11 +333,18 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--variants", default="eager", help="comma-separated: " + ", ".join(VARIANTS))
     ap.add_argument("--bf16", action="store_true", help="also time the U-Net cases under bf16 autocast")
     ap.add_argument("--out")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     cases = [c.strip() for c in a.cases.split(",") if c.strip()]
+    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    if a.bf16 and "bf16" not in variants:
+        variants.append("bf16")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        ap.error(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}")
     print(f"bench_torch: torch {torch.__version__}, device {a.device}, {a.threads} threads, "
           f"{a.warmup} warm-up + {a.runs} timed runs", file=sys.stderr)
     results = []
@@ -319,12 +352,13 @@ def main():
         path, batch = PRESETS[m]
         with open(os.path.join(ROOT, path), "rb") as f:
             cfg = tomllib.load(f)
-        case = Case(m, cfg, a.batch or batch, a.micro_batch, a.device)
-        modes = [("", lambda: torch.autocast("cpu", enabled=False))]
-        if a.bf16:
-            dt = "cuda" if a.device.startswith("cuda") else "cpu"
-            modes.append(("-bf16", lambda: torch.autocast(dt, dtype=torch.bfloat16)))
-        for suffix, ac in modes:
+        dt = "cuda" if a.device.startswith("cuda") else "cpu"
+        for v in variants:
+            bf16, sdpa, cl = VARIANTS[v]
+            case = Case(m, cfg, a.batch or batch, a.micro_batch, a.device, sdpa, cl)
+            ac = (lambda: torch.autocast(dt, dtype=torch.bfloat16)) if bf16 else \
+                (lambda: torch.autocast(dt, enabled=False))
+            name = m if v == "eager" else f"{m}-{v}"
             for k in cases:
                 if k == "train":
                     fn = lambda: case.train_step(ac)
@@ -332,7 +366,7 @@ def main():
                     fn = lambda: case.sample_forward(ac)
                 else:
                     continue
-                results.append(measure(m + suffix, k, case.params, case.batch, a.warmup, a.runs, fn, a.device))
+                results.append(measure(name, k, case.params, case.batch, a.warmup, a.runs, fn, a.device))
     if "inception" in cases:
         sys.path.insert(0, HERE)
         from inception_torch import FIDInception, load  # noqa: E402

@@ -4,6 +4,8 @@
 
 Per (model, case): the median over rounds of each side's median time, the ratio daed/torch
 of time (below 1: daed is faster), and each round's ratio, so the spread between rounds shows.
+PyTorch's variant rows (bench_torch.py --variants: `tiny-best`, `fmnist-bf16`, ...) are set
+against daed's row of the same model and case (`tiny`, `fmnist`).
 """
 import glob
 import json
@@ -29,6 +31,9 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key in list(daed) + [k for k in torch if k not in daed]:
         a, b = daed.get(key, []), torch.get(key, [])
+        if not a and "-" in key[0]:  # a PyTorch variant: against daed's plain row
+            a = daed.get((key[0].split("-")[0], key[1]), [])
+            key = (f"{key[0].split('-')[0]} (torch {key[0].split('-', 1)[1]})", key[1])
         if not a or not b:
             side = a or b
             print(f"| {key[0]} | {key[1]} | {side[0]['params']} | {side[0]['batch']} | "

@@ -24,9 +24,13 @@ pub struct TrainArgs {
     /// Override train.steps.
     #[arg(long)]
     steps: Option<u64>,
-    /// Override the device (auto, flex, torch, cuda, cuda:N).
+    /// Override the device (auto, flex, torch, cuda, cuda:N); trains on it alone.
     #[arg(long)]
     device: Option<String>,
+    /// Data-parallel training on these devices, comma-separated (`cuda:0,cuda:1`; sets
+    /// train.devices): each takes part of every batch, the update is one device's.
+    #[arg(long, value_delimiter = ',', conflicts_with = "device")]
+    devices: Option<Vec<String>>,
     /// Override the run directory (train.out_dir).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -42,6 +46,10 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     if let Some(d) = a.device {
         cfg.device = d;
+        cfg.train.devices.clear();
+    }
+    if let Some(d) = a.devices {
+        cfg.train.devices = d;
     }
     if let Some(o) = a.out {
         cfg.train.out_dir = Some(o);
@@ -94,6 +102,13 @@ fn train_as<M: DiffusionNet>(cfg: ExperimentConfig, resume: Option<&str>) -> Res
         t.run_dir.display(),
         t.step
     );
+    if !t.cfg.train.devices.is_empty() {
+        eprintln!(
+            "data-parallel on {}: each takes part of every batch of {}",
+            t.cfg.train.devices.join(", "),
+            t.cfg.train.batch_size
+        );
+    }
     let start = Instant::now();
     let first = t.step;
     t.run(&mut TrainBar::new())?;

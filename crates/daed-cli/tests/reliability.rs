@@ -541,3 +541,31 @@ fn a_training_run_locks_its_directory() {
     assert!(run.join("checkpoints/latest.tmp-4194399").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn devices_flag_trains_data_parallel_with_one_devices_bits() {
+    let dir = tmp("devices");
+    let split = write_config(&dir, &config(4, 4, "micro_batch = 6"));
+    let (ok, t) = train(&split, &dir.join("one"), &[], &[]);
+    assert!(ok, "{t}");
+    let whole = dir.join("whole.toml");
+    std::fs::write(&whole, config(4, 4, "")).unwrap();
+    let whole = whole.display().to_string();
+    let (ok, t) = train(&whole, &dir.join("two"), &["--devices", "flex,flex"], &[]);
+    assert!(ok, "{t}");
+    assert!(weights(&dir.join("two")) == weights(&dir.join("one")));
+    let saved = std::fs::read_to_string(dir.join("two/config.toml")).unwrap();
+    let flat: String = saved.split_whitespace().collect();
+    assert!(flat.contains("devices=[\"flex\",\"flex\",]"), "{saved}");
+
+    let (ok, t) = train(&whole, &dir.join("bad"), &["--devices", "flex,tpu"], &[]);
+    assert!(
+        !ok && t.contains("train.devices") && t.contains("`tpu`"),
+        "{t}"
+    );
+    assert!(!t.contains("panicked"), "{t}");
+    let many = vec!["flex"; 13].join(",");
+    let (ok, t) = train(&whole, &dir.join("many"), &["--devices", &many], &[]);
+    assert!(!ok && t.contains("train.devices: 13 devices"), "{t}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

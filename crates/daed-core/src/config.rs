@@ -213,6 +213,11 @@ pub struct TrainConfig {
     /// Split each batch into micro-batches of this size and accumulate the gradients (same
     /// update, less memory; 0 = the whole batch at once).
     pub micro_batch: usize,
+    /// Data-parallel training: the devices that share each batch (`["cuda:0", "cuda:1"]`; the
+    /// first holds the weights and the optimiser); empty = the run's `device` alone. Each device
+    /// takes a contiguous part of the batch (in micro-batches of `micro_batch`) and the
+    /// gradients are summed on the first: the same update as one device.
+    pub devices: Vec<String>,
     /// AdamW learning rate.
     pub lr: f64,
     /// AdamW decoupled weight decay.
@@ -318,6 +323,7 @@ impl Default for TrainConfig {
             steps: 100_000,
             batch_size: 128,
             micro_batch: 0,
+            devices: Vec::new(),
             lr: 1e-4,
             weight_decay: 0.0,
             lr_anneal: false,
@@ -485,6 +491,14 @@ impl ExperimentConfig {
         let t = &self.train;
         if t.batch_size == 0 {
             return bad("train.batch_size must be at least 1".into());
+        }
+        if t.devices.len() > t.batch_size {
+            return bad(format!(
+                "train.devices: {} devices share a batch of {} (train.batch_size): each needs at \
+                 least one image",
+                t.devices.len(),
+                t.batch_size
+            ));
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return bad(format!("train.lr must be positive, got {}", t.lr));

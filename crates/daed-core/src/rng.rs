@@ -18,10 +18,20 @@ pub enum Stream {
         /// The optimiser step.
         step: u64,
     },
-    /// The noise eps of training step `step`; dropout draws continue from it (device generator).
+    /// The noise eps of training step `step` (device generator).
     TrainNoise {
         /// The optimiser step.
         step: u64,
+    },
+    /// The dropout mask of sample `sample` (its position in the batch) in dropout layer `layer`
+    /// (counted from 1 in forward order) at training step `step` (CPU generator).
+    Dropout {
+        /// The optimiser step.
+        step: u64,
+        /// The sample's position in the whole batch.
+        sample: u64,
+        /// The layer.
+        layer: u64,
     },
     /// The fixed noise of the training-dynamics probe at diffusion step `t` (1-based).
     DynamicsNoise {
@@ -67,6 +77,13 @@ impl Stream {
             Stream::Timesteps { step } => (step, 0),
             Stream::TrainNoise { step } => (step, 2),
             Stream::DynamicsNoise { t } => (u64::MAX - 1, t),
+            // Above 2^40, apart from every other stream's small second key; one key per
+            // (sample, layer) for batches under 2^24 and networks under 2^16 dropout layers.
+            Stream::Dropout {
+                step,
+                sample,
+                layer,
+            } => (step, (1 << 40) | (sample << 16) | (layer & 0xFFFF)),
             Stream::SampleStart { chain } => (chain, 0),
             Stream::SampleStep { chain, t } => (chain, 1 + t),
             Stream::AnalysisNoise { batch, t } => (batch, t),

@@ -132,7 +132,7 @@ impl ResBlock {
         } else {
             norm_act(&self.out_norm, h + e.reshape([b, c, 1, 1]), None, true)
         };
-        let h = conv_fwd(&self.out_conv, self.dropout.forward(h));
+        let h = conv_fwd(&self.out_conv, super::dropout::forward(&self.dropout, h));
         let skip = match &self.skip {
             Some(s) => conv_fwd(s, x),
             None => x,

@@ -1,5 +1,6 @@
 //! Networks: improved-diffusion's U-Net (used both as the epsilon model and as the DAE).
 pub mod blocks;
+pub mod dropout;
 pub mod unet;
 
 /// daed's own flex kernels (the `daed-kernels` crate), used here through burn's backend

@@ -3,6 +3,7 @@ pub mod checkpoint;
 pub mod doctor;
 pub mod dynamics;
 pub mod optim;
+mod parallel;
 pub mod trainer;
 
 pub use checkpoint::Checkpoint;

@@ -3,12 +3,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use daed_io::images::ImageSet;
 
 use super::checkpoint::{self, Checkpoint, CheckpointState, TensorFile, FORMAT_VERSION};
 use super::optim::{ema_update, AdamW, AdamWSettings};
+use super::parallel::{self, StepBatch};
 use crate::config::{DaedMode, ExperimentConfig, ModelKind};
 use crate::diffusion::step_sampler::StepSampler;
 use crate::diffusion::GaussianDiffusion;
@@ -68,6 +68,24 @@ pub fn load_data(cfg: &ExperimentConfig) -> Result<ImageSet> {
     Ok(set)
 }
 
+/// The autodiff devices that train `cfg`: `train.devices`, or the run's `device` alone.
+fn training_devices(cfg: &ExperimentConfig) -> Result<Vec<Device>> {
+    let names = match cfg.train.devices.is_empty() {
+        true => std::slice::from_ref(&cfg.device),
+        false => cfg.train.devices.as_slice(),
+    };
+    names
+        .iter()
+        .map(|n| match crate::device::resolve(n) {
+            Ok(d) => Ok(d.autodiff()),
+            Err(e) if !cfg.train.devices.is_empty() => {
+                Err(Error::Invalid(format!("train.devices: {e}")))
+            }
+            Err(e) => Err(e),
+        })
+        .collect()
+}
+
 /// A training run in progress.
 pub struct Trainer<M: DiffusionNet = UNet> {
     /// The experiment.
@@ -83,6 +101,8 @@ pub struct Trainer<M: DiffusionNet = UNet> {
     /// Optimiser steps done.
     pub step: u64,
     device: Device,
+    /// The devices sharing each batch (autodiff), `device` first.
+    devices: Vec<Device>,
     opt: AdamW,
     sampler: StepSampler,
     data: ImageSet,
@@ -93,7 +113,8 @@ impl<M: DiffusionNet> Trainer<M> {
     /// A fresh run of `cfg` on `data`.
     pub fn new(cfg: ExperimentConfig, data: ImageSet) -> Result<Self> {
         cfg.validate()?;
-        let device = crate::device::resolve(&cfg.device)?.autodiff();
+        let devices = training_devices(&cfg)?;
+        let device = devices[0].clone();
         if cfg.model != M::KIND {
             return Err(Error::Invalid(format!(
                 "the config trains a `{}` model, not `{}`",
@@ -128,6 +149,7 @@ impl<M: DiffusionNet> Trainer<M> {
             diffusion,
             step: 0,
             device,
+            devices,
             opt: AdamW::default(),
             sampler,
             data,
@@ -233,48 +255,30 @@ impl<M: DiffusionNet> Trainer<M> {
             TensorData::new(self.data.to_f32(&idx), [b, c, h, w]),
             &self.device,
         );
-        // Noise first, then dropout: both from the device RNG seeded for this step.
+        // The noise from the device generator seeded for this step; dropout keyed per sample.
         let eps = noise(
             [b, c, h, w],
             seed,
             Stream::TrainNoise { step: self.step },
             &self.device,
         );
-        // Micro-batches: the same loss and gradient as the whole batch, in less memory.
-        let mb = match self.cfg.train.micro_batch {
-            0 => b,
-            m => m.min(b),
+        let batch = StepBatch {
+            x0,
+            eps,
+            ts: &ts,
+            ws: &ws,
+            seed,
+            step: self.step,
         };
-        let mut acc = GradientsAccumulator::<M>::new();
-        let (mut host, mut raw, mut mse, mut vb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for s in (0..b).step_by(mb) {
-            let n = mb.min(b - s);
-            let (x0c, epsc) = if n == b {
-                (x0.clone(), eps.clone())
-            } else {
-                (x0.clone().narrow(0, s, n), eps.clone().narrow(0, s, n))
-            };
-            let terms = self
-                .model
-                .losses(&self.cfg, &self.diffusion, x0c, &ts[s..s + n], epsc);
-            let wv: Vec<f32> = ws[s..s + n].iter().map(|&x| x as f32).collect();
-            let wt: Tensor<1> = Tensor::from_data(TensorData::new(wv, [n]), &self.device);
-            let per_sample = terms.loss.clone() * wt;
-            let loss = per_sample.clone().sum().div_scalar(b as f64);
-            acc.accumulate(
-                &self.model,
-                GradientsParams::from_grads(loss.backward(), &self.model),
-            );
-            host.extend(to_vec(per_sample.inner())?);
-            raw.extend(to_vec(terms.loss.inner())?);
-            if let Some(m) = terms.mse {
-                mse.extend(to_vec(m.inner())?);
-            }
-            if let Some(v) = terms.vb {
-                vb.extend(to_vec(v.inner())?);
-            }
-        }
-        let grads = acc.grads();
+        let out = parallel::gradients(
+            &self.model,
+            &self.cfg,
+            &self.diffusion,
+            &batch,
+            &self.devices,
+        )?;
+        let (host, raw, mse, vb) = (out.weighted, out.raw, out.mse, out.vb);
+        let grads = out.grads.expect("the batch has rows");
         let lr = self.lr();
         let settings = AdamWSettings {
             lr,

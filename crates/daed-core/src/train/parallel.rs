@@ -1,0 +1,185 @@
+//! Data-parallel gradients: a step's batch split across devices, each part run by a replica of
+//! the model on its own thread, the gradients summed on the main device.
+//!
+//! This is burn's multi-device strategy (burn-train's `MultiDeviceOptim::OptimMainDevice`): the
+//! replicas are `fork`s of the model (the same parameter ids, fresh autodiff leaves on their
+//! device), `GradientsParams::to_device` brings each part's gradients to the main device and
+//! the optimiser steps once there; the next step forks the updated weights again. Each part's
+//! loss is already divided by the whole batch size, so the sum is the whole batch's gradient.
+//!
+//! The parts are contiguous rows of the batch, each run in micro-batches as one device would,
+//! and summed in device order; with dropout keyed per sample ([`crate::nn::dropout`]), two
+//! devices compute exactly what one device does with `micro_batch` = half the batch.
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::config::ExperimentConfig;
+use crate::diffusion::GaussianDiffusion;
+use crate::model::DiffusionNet;
+use crate::nn::dropout;
+use crate::tensor_io::to_vec;
+use crate::Result;
+
+/// One training step's batch, on the main device, sorted by diffusion step.
+pub(super) struct StepBatch<'a> {
+    /// Clean images [B, C, H, W].
+    pub x0: Tensor<4>,
+    /// Their noise.
+    pub eps: Tensor<4>,
+    /// Diffusion step index per image.
+    pub ts: &'a [usize],
+    /// Importance weight per image.
+    pub ws: &'a [f64],
+    /// The run's seed and the optimiser step (they key dropout).
+    pub seed: u64,
+    /// The optimiser step.
+    pub step: u64,
+}
+
+/// The whole batch's gradients and per-sample values, in batch order.
+#[derive(Default)]
+pub(super) struct BatchGrads {
+    /// Gradients of the batch-mean weighted loss (on the main device).
+    pub grads: Option<GradientsParams>,
+    /// Weighted per-sample losses.
+    pub weighted: Vec<f32>,
+    /// Unweighted per-sample losses.
+    pub raw: Vec<f32>,
+    /// Per-sample epsilon MSE, when part of the objective.
+    pub mse: Vec<f32>,
+    /// Per-sample VLB term, when computed.
+    pub vb: Vec<f32>,
+}
+
+/// Rows `first..first + len` of the batch, run on `device`.
+#[derive(Clone, Debug, PartialEq)]
+struct Part {
+    first: usize,
+    len: usize,
+    device: Device,
+}
+
+/// Contiguous parts of a batch of `b`, one per device, sizes differing by at most one (the
+/// first ones larger). Needs `b >= devices.len()`, checked by the config.
+fn split(b: usize, devices: &[Device]) -> Vec<Part> {
+    let n = devices.len().max(1);
+    let mut first = 0;
+    devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let len = b / n + usize::from(i < b % n);
+            let part = Part {
+                first,
+                len,
+                device: d.clone(),
+            };
+            first += len;
+            part
+        })
+        .collect()
+}
+
+/// Gradients of the whole batch: part 0 on the calling thread with `model` itself, the others
+/// on threads of their own with forked replicas; summed on the main device in part order.
+pub(super) fn gradients<M: DiffusionNet>(
+    model: &M,
+    cfg: &ExperimentConfig,
+    diffusion: &GaussianDiffusion,
+    batch: &StepBatch,
+    devices: &[Device],
+) -> Result<BatchGrads> {
+    let parts = split(batch.ts.len(), devices);
+    let (main, others) = parts.split_first().expect("at least one device");
+    let results: Vec<Result<BatchGrads>> = std::thread::scope(|s| {
+        let handles: Vec<_> = others
+            .iter()
+            .map(|p| {
+                let replica = model.clone().fork(&p.device);
+                s.spawn(move || run_part(&replica, cfg, diffusion, batch, p))
+            })
+            .collect();
+        let mut results = vec![run_part(model, cfg, diffusion, batch, main)];
+        for h in handles {
+            results.push(h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+        results
+    });
+    let mut acc = GradientsAccumulator::<M>::new();
+    let mut all = BatchGrads::default();
+    for r in results {
+        let mut r = r?;
+        let grads = r.grads.take().expect("every part has rows");
+        acc.accumulate(model, grads.to_device(&main.device, model));
+        all.append(r);
+    }
+    all.grads = Some(acc.grads());
+    Ok(all)
+}
+
+impl BatchGrads {
+    fn append(&mut self, other: BatchGrads) {
+        self.weighted.extend(other.weighted);
+        self.raw.extend(other.raw);
+        self.mse.extend(other.mse);
+        self.vb.extend(other.vb);
+    }
+}
+
+/// One part's gradients, in micro-batches of `train.micro_batch` (0: the whole part at once).
+fn run_part<M: DiffusionNet>(
+    model: &M,
+    cfg: &ExperimentConfig,
+    diffusion: &GaussianDiffusion,
+    batch: &StepBatch,
+    part: &Part,
+) -> Result<BatchGrads> {
+    let b = batch.ts.len();
+    let mb = match cfg.train.micro_batch {
+        0 => part.len,
+        m => m.min(part.len),
+    };
+    let rows = |t: &Tensor<4>, s: usize, n: usize| match n == b {
+        true => t.clone(),
+        false => t.clone().narrow(0, s, n).to_device(&part.device),
+    };
+    let mut acc = GradientsAccumulator::<M>::new();
+    let mut out = BatchGrads::default();
+    for s in (part.first..part.first + part.len).step_by(mb.max(1)) {
+        let n = mb.min(part.first + part.len - s);
+        let (x0, eps) = (rows(&batch.x0, s, n), rows(&batch.eps, s, n));
+        let ts = &batch.ts[s..s + n];
+        let terms = dropout::scope(batch.seed, batch.step, s, || {
+            model.losses(cfg, diffusion, x0, ts, eps)
+        });
+        let wv: Vec<f32> = batch.ws[s..s + n].iter().map(|&x| x as f32).collect();
+        let wt: Tensor<1> = Tensor::from_data(TensorData::new(wv, [n]), &part.device);
+        let per_sample = terms.loss.clone() * wt;
+        let loss = per_sample.clone().sum().div_scalar(b as f64);
+        acc.accumulate(model, GradientsParams::from_grads(loss.backward(), model));
+        out.weighted.extend(to_vec(per_sample.inner())?);
+        out.raw.extend(to_vec(terms.loss.inner())?);
+        if let Some(m) = terms.mse {
+            out.mse.extend(to_vec(m.inner())?);
+        }
+        if let Some(v) = terms.vb {
+            out.vb.extend(to_vec(v.inner())?);
+        }
+    }
+    out.grads = Some(acc.grads());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cover_the_batch_in_order() {
+        let d = Device::flex();
+        let parts = split(7, &[d.clone(), d.clone(), d]);
+        let spans: Vec<_> = parts.iter().map(|p| (p.first, p.len)).collect();
+        assert_eq!(spans, [(0, 3), (3, 2), (5, 2)]);
+        assert_eq!(split(4, &[Device::flex()])[0].len, 4);
+    }
+}
