@@ -7,10 +7,13 @@
 # 1. parity: the paper's Fashion-MNIST and CIFAR-10 U-Nets train 2 steps from the same seed on
 #    REF (flex) and DEV (cuda): the weights after the steps (forward, gradients and AdamW) and the
 #    forward on fixed inputs are compared;
+#    data-parallel: the Fashion-MNIST U-Net trains 2 steps with --devices DEV,DEV (and
+#    cuda:0,cuda:1 when there are two GPUs) against one DEV in micro-batches of half the batch
+#    (the same bits expected);
 # 2. side by side with PyTorch on the same GPU: bench/ab.sh (training step, sampling forward,
-#    peak memory), PyTorch also under bf16 autocast;
+#    peak memory), PyTorch also under bf16 autocast and with SDPA + channels-last (--variants);
 # 3. the FID Inception on the GPU when INCEPTION points at its weights (../shared does not travel).
-# Everything lands in OUT_DIR (log.txt, parity.md, ab/, torch_bf16/, inception/).
+# Everything lands in OUT_DIR (log.txt, parity.md, ab/, torch_variants/, inception/).
 # Environment: DAED (a daed built with --features cuda), PY (python with torch and numpy),
 # DEV (default cuda), REF (default flex), ROUNDS (default 2), INCEPTION (optional), PARITY
 # (default fmnist,cifar10).
@@ -59,10 +62,28 @@ case ",${PARITY:-fmnist,cifar10}," in *,fmnist,*)
 case ",${PARITY:-fmnist,cifar10}," in *,cifar10,*)
   parity cifar10 configs/cifar10_ddgm_simple.toml imagenet32 "$P/data32" 3 32 1000 ;; esac
 
+step "data-parallel: --devices against one $DEV in micro-batches of half the batch"
+dp() { # name micro-batch [train flags...]
+  local name=$1 micro=$2; shift 2
+  "$PY" bench/gpu_parity.py config configs/fashion_mnist_ddgm_simple.toml "$P/dp-$name.toml" \
+    "data.dataset=\"fashion-mnist-demo\"" "data.limit=16" "train.batch_size=8" "train.micro_batch=$micro" \
+    "train.steps=2" "train.checkpoint_every=2" "train.sample_every=0" "sample.n=2" \
+    "sample.batch_size=2" "train.dynamics_every=0" "device=\"$DEV\"" "train.out_dir=\"$P/dp-$name\""
+  "$DAED" train --config "$P/dp-$name.toml" "$@" || echo "FAILED: data-parallel $name"
+}
+dp one 4
+dp two 0 --devices "$DEV,$DEV"
+DP_RUNS="two"
+if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -ge 2 ]; then dp gpus 0 --devices cuda:0,cuda:1; DP_RUNS="two gpus"; fi
+for name in $DP_RUNS; do
+  w=$("$PY" bench/gpu_parity.py weights "$P/dp-one/checkpoints/step_00000002/model.safetensors" "$P/dp-$name/checkpoints/step_00000002/model.safetensors" 2>&1 | tail -1)
+  echo "| data-parallel $name vs one device (fmnist) | $w | - |" | tee -a "$OUT/parity.md"
+done
+
 if [ -n "${SKIP_BENCH:-}" ]; then step "done (SKIP_BENCH): $OUT"; exit 0; fi
 step "side by side with PyTorch on $DEV"
 DAED="$DAED" PY="$PY" bench/ab.sh --rounds "$ROUNDS" --out "$OUT/ab" -- --models fmnist,cifar10 --cases train,sample --device "$DEV" || echo "FAILED: ab"
-"$PY" bench/bench_torch.py --models fmnist,cifar10 --cases train,sample --device "$DEV" --bf16 --out "$OUT/torch_bf16" || echo "FAILED: torch bf16"
+"$PY" bench/bench_torch.py --models fmnist,cifar10 --cases train,sample --device "$DEV" --variants bf16,best,best-bf16 --out "$OUT/torch_variants" || echo "FAILED: torch variants"
 
 if [ -n "${INCEPTION:-}" ]; then
   step "FID Inception on $DEV"
