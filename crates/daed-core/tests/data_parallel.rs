@@ -5,8 +5,10 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use burn::module::Module;
-use daed_core::config::ExperimentConfig;
+use daed_core::config::{ExperimentConfig, ModelKind};
+use daed_core::daed::DaedNets;
+use daed_core::diffusion::step_sampler::StepSamplerKind;
+use daed_core::model::DiffusionNet;
 use daed_core::nn::UNet;
 use daed_core::tensor_io::module_arrays;
 use daed_core::train::trainer::load_data;
@@ -17,8 +19,15 @@ type Run = (Vec<f64>, BTreeMap<String, Vec<f32>>);
 
 /// Two training steps of `cfg`.
 fn train(cfg: &ExperimentConfig) -> Run {
+    match cfg.model {
+        ModelKind::Ddgm => train_as::<UNet>(cfg),
+        ModelKind::Daed => train_as::<DaedNets>(cfg),
+    }
+}
+
+fn train_as<M: DiffusionNet>(cfg: &ExperimentConfig) -> Run {
     let data = load_data(cfg).unwrap();
-    let mut t = Trainer::<UNet>::new(cfg.clone(), data).unwrap();
+    let mut t = Trainer::<M>::new(cfg.clone(), data).unwrap();
     let losses = (0..2).map(|_| t.train_step().unwrap().loss).collect();
     let weights = module_arrays(&t.model.valid(), "")
         .unwrap()
@@ -94,6 +103,20 @@ fn devices_share_a_batch_as_one_device_would() {
     assert!(
         apart > 0.2 * 2e-3,
         "dropout moved the weights by {apart} only"
+    );
+
+    // DAED (generator and DAE in one batch, split by step): the same bits as well.
+    let mut daed = with(&["flex", "flex"], 0);
+    daed.model = ModelKind::Daed;
+    daed.daed.beta1 = 0.1;
+    daed.diffusion.step_sampler = StepSamplerKind::DaeUniform;
+    let mut daed_one = daed.clone();
+    daed_one.train.devices.clear();
+    daed_one.train.micro_batch = 8;
+    assert_same(
+        &train(&daed),
+        &train(&daed_one),
+        "DAED: two devices vs micro-batches",
     );
 
     // More devices than images is refused before any work.
