@@ -14,7 +14,7 @@ use crate::diffusion::loss::{discretized_gaussian_log_likelihood, mean_flat, Los
 use crate::diffusion::step_sampler::StepSamplerKind;
 use crate::diffusion::{GaussianDiffusion, ScheduleSpec};
 use crate::model::{build_unet, Build, Generate, Objective};
-use crate::nn::{EpsModel, UNet};
+use crate::nn::{dropout, EpsModel, UNet};
 use crate::{Error, Result};
 
 pub use crate::config::{DaeLoss, DaedMode, DaedProcess};
@@ -183,6 +183,12 @@ impl Build for DaedNets {
     }
 }
 
+/// The dropout layers of the DAE and of the generator are numbered apart (`nn::dropout::rows`),
+/// so each network's masks are the same however a batch splits between them.
+const DAE_NET: u64 = 1;
+/// See [`DAE_NET`].
+const GENERATOR_NET: u64 = 2;
+
 impl Objective for DaedNets {
     fn losses(
         &self,
@@ -200,7 +206,7 @@ impl Objective for DaedNets {
         if n0 > 0 {
             let x0d = x0.clone().narrow(0, 0, n0);
             let x1 = d.q_sample(x0d.clone(), &ts[..n0], eps.clone().narrow(0, 0, n0));
-            let rec = self.denoise(x1, beta1);
+            let rec = dropout::rows(0, DAE_NET, || self.denoise(x1, beta1));
             let l = match cfg.daed.dae_loss {
                 DaeLoss::Mse => mean_flat((rec - x0d).square()),
                 DaeLoss::Discretized => {
@@ -213,21 +219,25 @@ impl Objective for DaedNets {
             mse_parts.push(l);
         }
         if n0 < b {
-            let g = self.generator.losses(
-                cfg,
-                d,
-                x0.narrow(0, n0, b - n0),
-                &ts[n0..],
-                eps.narrow(0, n0, b - n0),
-            );
+            let g = dropout::rows(n0, GENERATOR_NET, || {
+                self.generator.losses(
+                    cfg,
+                    d,
+                    x0.narrow(0, n0, b - n0),
+                    &ts[n0..],
+                    eps.narrow(0, n0, b - n0),
+                )
+            });
             parts.push(g.loss);
             if let Some(m) = g.mse {
                 mse_parts.push(m);
             }
         }
+        // The MSE only when every row has one (a generator without the epsilon MSE has none).
+        let complete = mse_parts.len() == parts.len();
         LossTerms {
             loss: Tensor::cat(parts, 0),
-            mse: (mse_parts.len() == 2 || n0 == b).then(|| Tensor::cat(mse_parts, 0)),
+            mse: complete.then(|| Tensor::cat(mse_parts, 0)),
             vb: None,
         }
     }

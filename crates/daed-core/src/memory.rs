@@ -158,18 +158,22 @@ fn networks(cfg: &ExperimentConfig, shape: [usize; 3]) -> Option<Footprint> {
 
 /// Bytes a training run of `cfg` on `shape` images needs, roughly: weights, EMA, gradients and
 /// AdamW's two moments, their copies while a checkpoint is written, the batch, and the
-/// activations of one micro-batch.
+/// activations of one micro-batch per device (with `train.devices`, each other device's
+/// replica and its gradients too; all counted in one memory, as for flex devices).
 pub fn training_bytes(cfg: &ExperimentConfig, shape: [usize; 3]) -> Option<u64> {
     let f = networks(cfg, shape)?;
     let t = &cfg.train;
-    let micro = match t.micro_batch {
-        0 => t.batch_size,
-        m => m.min(t.batch_size),
-    } as u64;
+    let parts = t.devices.len().max(1) as u64;
+    let b = t.batch_size as u64;
+    let at_once = match t.micro_batch {
+        0 => b,
+        m => (m as u64).saturating_mul(parts).min(b),
+    };
     let image = image_values(shape)?;
     let values = mul(f.params, 8)?
-        .checked_add(mul(mul(t.batch_size as u64, image)?, 3)?)?
-        .checked_add(mul(micro, f.train_per_image)?)?;
+        .checked_add(mul(mul(f.params, 2)?, parts - 1)?)?
+        .checked_add(mul(mul(b, image)?, 3)?)?
+        .checked_add(mul(at_once, f.train_per_image)?)?;
     mul(values, 4)
 }
 
@@ -239,7 +243,8 @@ pub fn check_fits(what: &str, need: Option<u64>, hint: &str) -> Result<()> {
 /// [`check_fits`] for training `cfg` on `shape` images (on the CPU; a GPU holds the
 /// activations in its own memory, so there only the host's copies are counted).
 pub fn check_training(cfg: &ExperimentConfig, shape: [usize; 3]) -> Result<()> {
-    if cfg.device.starts_with("cuda") {
+    let main = cfg.train.devices.first().unwrap_or(&cfg.device);
+    if main.starts_with("cuda") {
         let params = networks(cfg, shape).and_then(|f| mul(f.params, 16));
         return check_fits(
             "the model's host copies",
@@ -344,5 +349,22 @@ mod tests {
         assert!(e.to_string().contains("--n"), "{e}");
         assert!(check_sampling(&cfg, [1, 28, 28], 1_000_000_000_000, 64).is_err());
         check_sampling(&cfg, [1, 28, 28], 64, 64).unwrap();
+    }
+
+    #[test]
+    fn devices_count_their_replicas_and_micro_batches() {
+        let mut cfg = shipped("fashion_mnist_ddgm_simple.toml");
+        cfg.train.micro_batch = 32;
+        let one = training_bytes(&cfg, [1, 28, 28]).unwrap();
+        cfg.train.devices = vec!["flex".into(), "flex".into()];
+        let two = training_bytes(&cfg, [1, 28, 28]).unwrap();
+        assert!(two > one, "{two} vs {one}");
+        // A GPU holds the activations: only the host copies are checked (a run that needs more
+        // host memory than there is, as flex, passes on cuda).
+        cfg.train.batch_size = 1_000_000;
+        cfg.train.micro_batch = 0;
+        assert!(check_training(&cfg, [1, 28, 28]).is_err());
+        cfg.train.devices = vec!["cuda:0".into(), "cuda:1".into()];
+        check_training(&cfg, [1, 28, 28]).unwrap();
     }
 }

@@ -24,7 +24,7 @@ pub enum Stream {
         step: u64,
     },
     /// The dropout mask of sample `sample` (its position in the batch) in dropout layer `layer`
-    /// (counted from 1 in forward order) at training step `step` (CPU generator).
+    /// (counted from 0 in forward order; DAED numbers each network's from its own base) at training step `step` (CPU generator).
     Dropout {
         /// The optimiser step.
         step: u64,

@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 
 use burn::nn::Dropout;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Bool, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::rng::{Rng, Stream};
@@ -36,18 +36,41 @@ thread_local! {
 /// `first` of the whole batch. Scopes do not nest: the inner one replaces the outer until it
 /// ends.
 pub fn scope<R>(seed: u64, step: u64, first: usize, f: impl FnOnce() -> R) -> R {
-    struct Restore(Option<Keys>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            KEYS.with(|k| *k.borrow_mut() = self.0);
-        }
-    }
     let keys = Keys {
         seed,
         step,
         first,
         layer: 0,
     };
+    with_keys(keys, f)
+}
+
+/// Inside a [`scope`], runs `f` on rows `offset..` of the scope's batch with its own layer
+/// numbering for network `net` (1 to 15): for a model that sends different rows through
+/// different networks (DAED), each network's masks then do not depend on how the batch splits.
+/// Outside a scope, just `f()`.
+pub fn rows<R>(offset: usize, net: u64, f: impl FnOnce() -> R) -> R {
+    match KEYS.with(|k| *k.borrow()) {
+        None => f(),
+        Some(outer) => with_keys(
+            Keys {
+                first: outer.first + offset,
+                layer: net << 12,
+                ..outer
+            },
+            f,
+        ),
+    }
+}
+
+/// Runs `f` with `keys`, then puts back what was there before.
+fn with_keys<R>(keys: Keys, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<Keys>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            KEYS.with(|k| *k.borrow_mut() = self.0);
+        }
+    }
     let _restore = Restore(KEYS.with(|k| k.borrow_mut().replace(keys)));
     f()
 }
@@ -62,25 +85,52 @@ pub fn forward<const D: usize>(layer: &Dropout, x: Tensor<D>) -> Tensor<D> {
         k.as_mut().expect("just read").layer += 1;
         Some(now)
     });
+    let flex = on_flex(&x);
     match (active, keys) {
         (false, _) => x,
         (true, None) => layer.forward(x),
-        (true, Some(keys)) => {
+        (true, Some(keys)) if flex => {
             let dims = x.dims();
-            let mask = mask(keys, dims[0], dims.iter().skip(1).product(), layer.prob);
+            let keep = (1.0 / (1.0 - layer.prob)) as f32;
+            let mask = mask(keys, dims, layer.prob, keep, 0.0);
             let mask = Tensor::<D>::from_data(TensorData::new(mask, dims), &x.device());
             x * mask
         }
+        (true, Some(keys)) => keyed_on_device(x, keys, layer.prob),
     }
 }
 
-/// Rows of `row_len` values, 0 with probability `prob` and `1 / (1 - prob)` otherwise; row `r`
-/// from the stream of sample `keys.first + r`, so a row does not depend on the others.
-fn mask(keys: Keys, rows: usize, row_len: usize, prob: f64) -> Vec<f32> {
-    let keep = (1.0 / (1.0 - prob)) as f32;
+/// On flex the mask is multiplied in as f32 (a copy in memory); other devices get a mask of
+/// bools, a quarter of the bytes to send, and drop and scale there. The same values either way.
+fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
+    #[cfg(feature = "flex")]
+    return x.device() == burn::tensor::Device::flex().autodiff();
+    #[cfg(not(feature = "flex"))]
+    return false;
+}
+
+/// The keyed dropout of `x` with a mask of bools.
+fn keyed_on_device<const D: usize>(x: Tensor<D>, keys: Keys, prob: f64) -> Tensor<D> {
+    let dims = x.dims();
+    let drop = mask(keys, dims, prob, false, true);
+    let drop = Tensor::<D, Bool>::from_data(TensorData::new(drop, dims), &x.device());
+    x.mask_fill(drop, 0.0).mul_scalar(1.0 / (1.0 - prob))
+}
+
+/// The mask of a tensor of `dims` (rows along the first): `dropped` with probability `prob`,
+/// `kept` otherwise; row `r` from the stream of sample `keys.first + r`, so a row does not
+/// depend on the others.
+fn mask<T: Copy + Send + Sync, const D: usize>(
+    keys: Keys,
+    dims: [usize; D],
+    prob: f64,
+    kept: T,
+    dropped: T,
+) -> Vec<T> {
+    let (rows, row_len) = (dims[0], dims[1..].iter().product::<usize>());
     // A value is dropped when its 32 random bits fall below prob * 2^32.
     let cut = (prob * 4_294_967_296.0).min(u32::MAX as f64) as u32;
-    let mut out = vec![0f32; rows * row_len];
+    let mut out = vec![kept; rows * row_len];
     out.par_chunks_mut(row_len.max(1))
         .enumerate()
         .for_each(|(r, row)| {
@@ -94,7 +144,7 @@ fn mask(keys: Keys, rows: usize, row_len: usize, prob: f64) -> Vec<f32> {
             for pair in row.chunks_mut(2) {
                 let bits = rng.next_u64();
                 for (v, half) in pair.iter_mut().zip([bits as u32, (bits >> 32) as u32]) {
-                    *v = if half >= cut { keep } else { 0.0 };
+                    *v = if half >= cut { kept } else { dropped };
                 }
             }
         });
@@ -140,6 +190,50 @@ mod tests {
         assert!((dropped - 0.3).abs() < 0.01, "{dropped}");
         let keep = 1.0 / 0.7f32;
         assert!(v.iter().all(|&x| x == 0.0 || x == keep));
+    }
+
+    #[test]
+    fn the_bool_mask_of_other_devices_gives_the_same_values() {
+        let layer = DropoutConfig::new(0.4).init();
+        let x = Tensor::<2>::random(
+            [3, 500],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &Device::flex().autodiff(),
+        );
+        let keys = Keys {
+            seed: 5,
+            step: 2,
+            first: 4,
+            layer: 0,
+        };
+        let f32_path = values(scope(5, 2, 4, || forward(&layer, x.clone())));
+        let bool_path = values(keyed_on_device(x, keys, 0.4));
+        let differ = f32_path
+            .iter()
+            .zip(&bool_path)
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(differ, 0, "of {}", f32_path.len());
+    }
+
+    #[test]
+    fn rows_shift_the_samples_and_number_each_network_apart() {
+        let layer = DropoutConfig::new(0.3).init();
+        // Rows 2.. of a batch seen by network 2 after network 1 used some layers...
+        let (_, second) = scope(7, 3, 0, || {
+            rows(0, 1, || forward(&layer, ones(2)));
+            (0, rows(2, 2, || forward(&layer, ones(2))))
+        });
+        // ... get the masks of the same rows when network 2 takes the batch from row 2 alone.
+        let alone = scope(7, 3, 2, || rows(0, 2, || forward(&layer, ones(2))));
+        assert_eq!(values(second), values(alone));
+        assert_eq!(
+            values(rows(5, 1, || forward(
+                &DropoutConfig::new(0.0).init(),
+                ones(1)
+            ))),
+            vec![1.0; 4096]
+        );
     }
 
     #[test]

@@ -51,31 +51,46 @@ pub(super) struct BatchGrads {
     pub vb: Vec<f32>,
 }
 
-/// Rows `first..first + len` of the batch, run on `device`.
-#[derive(Clone, Debug, PartialEq)]
+/// Rows `first..first + len` of the batch, on `device`, where they run.
 struct Part {
     first: usize,
     len: usize,
     device: Device,
+    /// The part's images and noise, on its device.
+    x0: Tensor<4>,
+    eps: Tensor<4>,
 }
 
-/// Contiguous parts of a batch of `b`, one per device, sizes differing by at most one (the
-/// first ones larger). Needs `b >= devices.len()`, checked by the config.
-fn split(b: usize, devices: &[Device]) -> Vec<Part> {
-    let n = devices.len().max(1);
+/// Contiguous spans `(first, len)` of a batch of `b`, one per device, sizes differing by at
+/// most one (the first ones larger). Needs `b >= n`, checked by the config.
+fn split(b: usize, n: usize) -> Vec<(usize, usize)> {
+    let n = n.max(1);
     let mut first = 0;
-    devices
-        .iter()
-        .enumerate()
-        .map(|(i, d)| {
+    (0..n)
+        .map(|i| {
             let len = b / n + usize::from(i < b % n);
-            let part = Part {
-                first,
-                len,
-                device: d.clone(),
-            };
             first += len;
-            part
+            (first - len, len)
+        })
+        .collect()
+}
+
+/// The batch's parts, their rows copied to their devices here, on the calling thread.
+fn parts(batch: &StepBatch, devices: &[Device]) -> Vec<Part> {
+    let b = batch.ts.len();
+    let rows = |t: &Tensor<4>, first: usize, len: usize, device: &Device| match len == b {
+        true => t.clone(),
+        false => t.clone().narrow(0, first, len).to_device(device),
+    };
+    split(b, devices.len())
+        .into_iter()
+        .zip(devices)
+        .map(|((first, len), device)| Part {
+            first,
+            len,
+            device: device.clone(),
+            x0: rows(&batch.x0, first, len, device),
+            eps: rows(&batch.eps, first, len, device),
         })
         .collect()
 }
@@ -89,11 +104,11 @@ pub(super) fn gradients<M: DiffusionNet>(
     batch: &StepBatch,
     devices: &[Device],
 ) -> Result<BatchGrads> {
-    let parts = split(batch.ts.len(), devices);
-    let (main, others) = parts.split_first().expect("at least one device");
+    let mut parts = parts(batch, devices).into_iter();
+    let main = parts.next().expect("at least one device");
+    let main_device = main.device.clone();
     let results: Vec<Result<BatchGrads>> = std::thread::scope(|s| {
-        let handles: Vec<_> = others
-            .iter()
+        let handles: Vec<_> = parts
             .map(|p| {
                 let replica = model.clone().fork(&p.device);
                 s.spawn(move || run_part(&replica, cfg, diffusion, batch, p))
@@ -110,7 +125,7 @@ pub(super) fn gradients<M: DiffusionNet>(
     for r in results {
         let mut r = r?;
         let grads = r.grads.take().expect("every part has rows");
-        acc.accumulate(model, grads.to_device(&main.device, model));
+        acc.accumulate(model, grads.to_device(&main_device, model));
         all.append(r);
     }
     all.grads = Some(acc.grads());
@@ -132,22 +147,23 @@ fn run_part<M: DiffusionNet>(
     cfg: &ExperimentConfig,
     diffusion: &GaussianDiffusion,
     batch: &StepBatch,
-    part: &Part,
+    part: Part,
 ) -> Result<BatchGrads> {
     let b = batch.ts.len();
     let mb = match cfg.train.micro_batch {
         0 => part.len,
         m => m.min(part.len),
     };
-    let rows = |t: &Tensor<4>, s: usize, n: usize| match n == b {
+    let rows = |t: &Tensor<4>, at: usize, n: usize| match n == part.len {
         true => t.clone(),
-        false => t.clone().narrow(0, s, n).to_device(&part.device),
+        false => t.clone().narrow(0, at, n),
     };
     let mut acc = GradientsAccumulator::<M>::new();
     let mut out = BatchGrads::default();
-    for s in (part.first..part.first + part.len).step_by(mb.max(1)) {
-        let n = mb.min(part.first + part.len - s);
-        let (x0, eps) = (rows(&batch.x0, s, n), rows(&batch.eps, s, n));
+    for at in (0..part.len).step_by(mb.max(1)) {
+        let n = mb.min(part.len - at);
+        let (x0, eps) = (rows(&part.x0, at, n), rows(&part.eps, at, n));
+        let s = part.first + at;
         let ts = &batch.ts[s..s + n];
         let terms = dropout::scope(batch.seed, batch.step, s, || {
             model.losses(cfg, diffusion, x0, ts, eps)
@@ -176,10 +192,7 @@ mod tests {
 
     #[test]
     fn parts_cover_the_batch_in_order() {
-        let d = Device::flex();
-        let parts = split(7, &[d.clone(), d.clone(), d]);
-        let spans: Vec<_> = parts.iter().map(|p| (p.first, p.len)).collect();
-        assert_eq!(spans, [(0, 3), (3, 2), (5, 2)]);
-        assert_eq!(split(4, &[Device::flex()])[0].len, 4);
+        assert_eq!(split(7, 3), [(0, 3), (3, 2), (5, 2)]);
+        assert_eq!(split(4, 1), [(0, 4)]);
     }
 }

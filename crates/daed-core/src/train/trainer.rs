@@ -303,9 +303,9 @@ impl<M: DiffusionNet> Trainer<M> {
             quartiles[q].0 += l as f64;
             quartiles[q].1 += 1;
         }
-        let mean = |v: &[f32]| {
-            (!v.is_empty()).then(|| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64)
-        };
+        // A term is reported only when every sample of the batch has it.
+        let mean =
+            |v: &[f32]| (v.len() == b).then(|| v.iter().map(|&x| x as f64).sum::<f64>() / b as f64);
         Ok(StepStats {
             loss: host.iter().map(|&x| x as f64).sum::<f64>() / b as f64,
             mse: mean(&mse),
