@@ -399,6 +399,15 @@ impl DiffusionConfig {
 }
 
 impl ExperimentConfig {
+    /// The names of the devices that train this run: `train.devices`, or `device` alone. The
+    /// first holds the weights.
+    pub fn training_device_names(&self) -> &[String] {
+        match self.train.devices.is_empty() {
+            true => std::slice::from_ref(&self.device),
+            false => &self.train.devices,
+        }
+    }
+
     /// Parses TOML text; `origin` names the file in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self> {
         let cfg: Self = toml::from_str(text).map_err(|e| Error::Config {

@@ -243,8 +243,7 @@ pub fn check_fits(what: &str, need: Option<u64>, hint: &str) -> Result<()> {
 /// [`check_fits`] for training `cfg` on `shape` images (on the CPU; a GPU holds the
 /// activations in its own memory, so there only the host's copies are counted).
 pub fn check_training(cfg: &ExperimentConfig, shape: [usize; 3]) -> Result<()> {
-    let main = cfg.train.devices.first().unwrap_or(&cfg.device);
-    if main.starts_with("cuda") {
+    if cfg.training_device_names()[0].starts_with("cuda") {
         let params = networks(cfg, shape).and_then(|f| mul(f.params, 16));
         return check_fits(
             "the model's host copies",

@@ -70,11 +70,7 @@ pub fn load_data(cfg: &ExperimentConfig) -> Result<ImageSet> {
 
 /// The autodiff devices that train `cfg`: `train.devices`, or the run's `device` alone.
 fn training_devices(cfg: &ExperimentConfig) -> Result<Vec<Device>> {
-    let names = match cfg.train.devices.is_empty() {
-        true => std::slice::from_ref(&cfg.device),
-        false => cfg.train.devices.as_slice(),
-    };
-    names
+    cfg.training_device_names()
         .iter()
         .map(|n| match crate::device::resolve(n) {
             Ok(d) => Ok(d.autodiff()),
@@ -100,8 +96,7 @@ pub struct Trainer<M: DiffusionNet = UNet> {
     pub diffusion: GaussianDiffusion,
     /// Optimiser steps done.
     pub step: u64,
-    device: Device,
-    /// The devices sharing each batch (autodiff), `device` first.
+    /// The devices sharing each batch (autodiff); the first holds the weights.
     devices: Vec<Device>,
     opt: AdamW,
     sampler: StepSampler,
@@ -114,7 +109,7 @@ impl<M: DiffusionNet> Trainer<M> {
     pub fn new(cfg: ExperimentConfig, data: ImageSet) -> Result<Self> {
         cfg.validate()?;
         let devices = training_devices(&cfg)?;
-        let device = devices[0].clone();
+        let device = &devices[0];
         if cfg.model != M::KIND {
             return Err(Error::Invalid(format!(
                 "the config trains a `{}` model, not `{}`",
@@ -138,7 +133,7 @@ impl<M: DiffusionNet> Trainer<M> {
             .map_err(|e| Error::Invalid(format!("sample.respacing: {e}")))?;
         crate::memory::check_training(&cfg, shape)?;
         device.seed(cfg.train.seed);
-        let model = M::build(&cfg, &diffusion, shape, &device)?.prepare(&cfg, shape)?;
+        let model = M::build(&cfg, &diffusion, shape, device)?.prepare(&cfg, shape)?;
         let ema = model.valid();
         let sampler = StepSampler::new(M::step_sampler(&cfg), &diffusion.betas);
         Ok(Self {
@@ -148,7 +143,6 @@ impl<M: DiffusionNet> Trainer<M> {
             ema,
             diffusion,
             step: 0,
-            device,
             devices,
             opt: AdamW::default(),
             sampler,
@@ -191,7 +185,7 @@ impl<M: DiffusionNet> Trainer<M> {
         let ema = ck.tensors(TensorFile::Ema)?;
         t.ema = load_module(t.ema, &ema, "", &path(TensorFile::Ema))?;
         let opt = ck.tensors(TensorFile::Optimizer)?;
-        t.opt = AdamW::from_arrays(ck.state.adam_t, &opt, &t.device.clone().inner());
+        t.opt = AdamW::from_arrays(ck.state.adam_t, &opt, &t.device().clone().inner());
         t.opt.check(&t.model, &path(TensorFile::Optimizer))?;
         let sampler = &ck.state.step_sampler;
         if sampler.kind != t.sampler.kind {
@@ -225,6 +219,11 @@ impl<M: DiffusionNet> Trainer<M> {
             .collect()
     }
 
+    /// The device that holds the weights, the optimiser and the EMA.
+    fn device(&self) -> &Device {
+        &self.devices[0]
+    }
+
     /// Current learning rate (linear anneal to 0 when asked).
     pub fn lr(&self) -> f64 {
         let t = &self.cfg.train;
@@ -253,14 +252,14 @@ impl<M: DiffusionNet> Trainer<M> {
         let ws: Vec<f64> = order.iter().map(|&i| ws[i]).collect();
         let x0: Tensor<4> = Tensor::from_data(
             TensorData::new(self.data.to_f32(&idx), [b, c, h, w]),
-            &self.device,
+            self.device(),
         );
         // The noise from the device generator seeded for this step; dropout keyed per sample.
         let eps = noise(
             [b, c, h, w],
             seed,
             Stream::TrainNoise { step: self.step },
-            &self.device,
+            self.device(),
         );
         let batch = StepBatch {
             x0,
@@ -365,7 +364,7 @@ impl<M: DiffusionNet> Trainer<M> {
         // A class-conditional generator (two-stage DAE over it) draws its grid for class 0.
         opts.class = self.ema.num_classes().map(|_| 0);
         let shape = [self.data.channels, self.data.height, self.data.width];
-        let inner = self.device.clone().inner();
+        let inner = self.device().clone().inner();
         let imgs = self.ema.sample(
             &self.diffusion,
             shape,
@@ -392,7 +391,7 @@ impl<M: DiffusionNet> Trainer<M> {
         let steps = dynamics_steps(tn, t.dynamics_points);
         let b = t.dynamics_batch.min(self.data.len()).max(1);
         let [c, h, w] = [self.data.channels, self.data.height, self.data.width];
-        let inner = self.device.clone().inner();
+        let inner = self.device().clone().inner();
         let idx: Vec<usize> = (0..b).collect();
         let x0: Tensor<4> = Tensor::from_data(
             TensorData::new(self.data.to_f32(&idx), [b, c, h, w]),
