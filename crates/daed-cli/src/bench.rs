@@ -7,6 +7,7 @@ use clap::Args;
 use daed_core::bench::{self, BenchKind, BenchResult, Repeats};
 use daed_core::config::ExperimentConfig;
 use daed_core::metrics::{default_weights, INCEPTION_ENV};
+use daed_core::precision::{Precision, PrecisionChoice};
 use daed_io::table::Table;
 
 /// The built-in U-Nets: name, config text and default batch size.
@@ -56,6 +57,10 @@ pub struct BenchArgs {
     /// Device (flex, cuda[:N], torch, auto).
     #[arg(long, default_value = "flex")]
     device: String,
+    /// Arithmetic of the U-Net cases: f32 or bf16 (CPUs with AVX512-BF16; rows named
+    /// NAME-bf16). The Inception stays f32.
+    #[arg(long, default_value = "f32")]
+    precision: PrecisionChoice,
     /// Inception weights (default: $DAED_INCEPTION or shared/data/inception).
     #[arg(long)]
     inception: Option<PathBuf>,
@@ -89,8 +94,14 @@ fn unets(a: &BenchArgs) -> Result<Vec<(String, ExperimentConfig, usize)>> {
         let b = a.batch.unwrap_or(cfg.train.batch_size);
         v.push((cfg.name.clone(), cfg, b));
     }
-    for (_, cfg, _) in v.iter_mut() {
+    for (name, cfg, _) in v.iter_mut() {
         cfg.device = a.device.clone();
+        cfg.train.precision = a.precision;
+        cfg.sample.precision = a.precision;
+        let device = daed_core::device::resolve(&a.device)?;
+        if a.precision.resolve("--precision", &device)? == Precision::Bf16 {
+            name.push_str("-bf16");
+        }
         if let Some(m) = a.micro_batch {
             cfg.train.micro_batch = m;
         }

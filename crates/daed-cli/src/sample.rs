@@ -8,6 +8,7 @@ use daed_core::config::ModelKind;
 use daed_core::daed::DaedNets;
 use daed_core::model::DiffusionNet;
 use daed_core::nn::UNet;
+use daed_core::precision::{Precision, PrecisionChoice};
 use daed_core::sample::SampleOptions;
 use daed_core::train::Checkpoint;
 use daed_io::images::ImageSet;
@@ -50,6 +51,9 @@ pub struct SampleArgs {
     /// The class of every image (class-conditional models, e.g. imported with class_cond).
     #[arg(long)]
     class: Option<usize>,
+    /// Arithmetic: f32 or bf16 (mixed precision on CPUs with AVX512-BF16; files tagged _bf16).
+    #[arg(long, default_value = "f32")]
+    precision: PrecisionChoice,
 }
 
 pub fn run(a: SampleArgs) -> Result<()> {
@@ -60,6 +64,8 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let device = daed_core::device::resolve(&a.device)?;
     let mut opts = SampleOptions::from_flags(a.steps, a.ddim, a.eta, a.seed)?;
     opts.class = a.class;
+    opts.precision = a.precision;
+    let precision = a.precision.resolve("--precision", &device)?;
     let shape = ck.state.image_shape;
     daed_core::memory::check_sampling(&ck.config, shape, a.n, a.batch_size)?;
     let start = Instant::now();
@@ -77,15 +83,8 @@ pub fn run(a: SampleArgs) -> Result<()> {
     }
     let secs = start.elapsed().as_secs_f64();
     let set = ImageSet::from_f32(shape[0], shape[1], shape[2], &imgs);
-    let out = a.out.unwrap_or_else(|| ck.dir.join("samples"));
-    let tag = format!(
-        "n{}_{}{}_seed{}{}",
-        a.n,
-        opts.method.name(),
-        a.steps.map(|s| s.to_string()).unwrap_or_default(),
-        a.seed,
-        a.class.map(|c| format!("_class{c}")).unwrap_or_default()
-    );
+    let out = a.out.clone().unwrap_or_else(|| ck.dir.join("samples"));
+    let tag = file_tag(&a, &opts, precision);
     let png = out.join(format!("{tag}.png"));
     daed_core::train::trainer::save_grid(&png, &set.take(a.n.min(256)))?;
     let npz = out.join(format!("{tag}.npz"));
@@ -103,6 +102,22 @@ pub fn run(a: SampleArgs) -> Result<()> {
     println!("grid: {}", png.display());
     println!("npz:  {} (arr_0: uint8 NHWC)", npz.display());
     Ok(())
+}
+
+/// The samples' file name: count, method, steps, seed, class and, for bf16, `_bf16`.
+fn file_tag(a: &SampleArgs, opts: &SampleOptions, precision: Precision) -> String {
+    format!(
+        "n{}_{}{}_seed{}{}{}",
+        a.n,
+        opts.method.name(),
+        a.steps.map(|s| s.to_string()).unwrap_or_default(),
+        a.seed,
+        a.class.map(|c| format!("_class{c}")).unwrap_or_default(),
+        match precision {
+            Precision::F32 => "",
+            Precision::Bf16 => "_bf16",
+        }
+    )
 }
 
 /// The guided-diffusion `.npz`: `arr_0` uint8 NHWC, and `arr_1` the labels for a class (as its

@@ -8,6 +8,7 @@ use daed_core::config::{ExperimentConfig, ModelKind};
 use daed_core::daed::DaedNets;
 use daed_core::model::DiffusionNet;
 use daed_core::nn::UNet;
+use daed_core::precision::PrecisionChoice;
 use daed_core::train::trainer::load_data;
 use daed_core::train::Trainer;
 
@@ -31,6 +32,9 @@ pub struct TrainArgs {
     /// train.devices): each takes part of every batch, the update is one device's.
     #[arg(long, value_delimiter = ',', conflicts_with = "device")]
     devices: Option<Vec<String>>,
+    /// Override train.precision: f32 or bf16 (mixed precision on CPUs with AVX512-BF16).
+    #[arg(long)]
+    precision: Option<PrecisionChoice>,
     /// Override the run directory (train.out_dir).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -50,6 +54,9 @@ pub fn run(a: TrainArgs) -> Result<()> {
     }
     if let Some(d) = a.devices {
         cfg.train.devices = d;
+    }
+    if let Some(p) = a.precision {
+        cfg.train.precision = p;
     }
     if let Some(o) = a.out {
         cfg.train.out_dir = Some(o);
@@ -102,6 +109,13 @@ fn train_as<M: DiffusionNet>(cfg: ExperimentConfig, resume: Option<&str>) -> Res
         t.run_dir.display(),
         t.step
     );
+    if t.cfg.train.precision != PrecisionChoice::F32 {
+        eprintln!(
+            "precision: {} (train.precision = {:?})",
+            t.precision().name(),
+            t.cfg.train.precision
+        );
+    }
     if !t.cfg.train.devices.is_empty() {
         eprintln!(
             "data-parallel on {}: each takes part of every batch of {}",

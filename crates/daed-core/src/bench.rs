@@ -167,7 +167,8 @@ fn synthetic_images(n: usize, shape: [usize; 3], seed: u64) -> Result<ImageSet> 
     Ok(ImageSet::new(c, h, w, pixels, None)?)
 }
 
-/// Times the trainer's step of the DDGM `cfg` at `batch` (on synthetic images of its size).
+/// Times the trainer's step of the DDGM `cfg` at `batch` (on synthetic images of its size, at
+/// `train.precision`).
 pub fn train_step(
     name: &str,
     cfg: &ExperimentConfig,
@@ -186,7 +187,8 @@ pub fn train_step(
     })
 }
 
-/// Times one forward of the DDGM `cfg`'s network without gradients at `batch`.
+/// Times one forward of the DDGM `cfg`'s network without gradients at `batch` (at
+/// `sample.precision`).
 pub fn sample_forward(
     name: &str,
     cfg: &ExperimentConfig,
@@ -201,9 +203,10 @@ pub fn sample_forward(
     let params = Some(net.num_params());
     let steps = diffusion.num_steps();
     let ts: Vec<f32> = (0..batch).map(|i| ((i * 97) % steps) as f32).collect();
+    let precision = cfg.sample.precision.resolve("sample.precision", &device)?;
     measure(name, BenchKind::Sample, params, batch, reps, || {
         let x = Tensor::<4>::random([batch, c, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let y = net.forward_inference(x, &ts);
+        let y = crate::precision::scope(precision, || net.forward_inference(x, &ts));
         // Reading one value back waits for the whole forward (lazy backends).
         let _ = y.slice([0..1, 0..1, 0..1, 0..1]).into_scalar::<f32>();
         Ok(())

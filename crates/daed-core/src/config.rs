@@ -9,6 +9,7 @@ use crate::diffusion::{
     BetaSchedule, GaussianDiffusion, ModelMeanType, ModelVarType, ScheduleSpec,
 };
 use crate::nn::UNetConfig;
+use crate::precision::PrecisionChoice;
 use crate::{Error, Result};
 
 /// Which kind of model an experiment trains.
@@ -218,6 +219,9 @@ pub struct TrainConfig {
     /// takes a contiguous part of the batch (in micro-batches of `micro_batch`) and the
     /// gradients are summed on the first: the same update as one device.
     pub devices: Vec<String>,
+    /// Arithmetic of the training steps: "f32" or "bf16" (mixed precision on CPUs with
+    /// AVX512-BF16, flex only; see `daed_core::precision`).
+    pub precision: PrecisionChoice,
     /// AdamW learning rate.
     pub lr: f64,
     /// AdamW decoupled weight decay.
@@ -269,6 +273,9 @@ pub struct SampleConfig {
     pub batch_size: usize,
     /// Seed of the initial noise and every step's noise.
     pub seed: u64,
+    /// Arithmetic of the sampling passes (also the training grids): "f32" or "bf16" (see
+    /// `train.precision`).
+    pub precision: PrecisionChoice,
 }
 
 impl Default for ExperimentConfig {
@@ -324,6 +331,7 @@ impl Default for TrainConfig {
             batch_size: 128,
             micro_batch: 0,
             devices: Vec::new(),
+            precision: PrecisionChoice::F32,
             lr: 1e-4,
             weight_decay: 0.0,
             lr_anneal: false,
@@ -353,6 +361,7 @@ impl Default for SampleConfig {
             clip_denoised: true,
             batch_size: 64,
             seed: 0,
+            precision: PrecisionChoice::F32,
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod model;
 pub mod nn;
 pub mod port;
+pub mod precision;
 pub mod rng;
 pub mod sample;
 pub mod study;

@@ -97,16 +97,19 @@ pub trait Generate: Build {
         opts.check_class(self.num_classes())?;
         let d = Self::sampling_process(d, &opts.respacing)?;
         let steps = d.num_steps();
-        crate::sample::batched(
-            shape,
-            n,
-            batch,
-            opts.seed,
-            device,
-            steps,
-            progress,
-            &mut |x, chain, p| self.sample_chain(&d, x, opts, chain, p),
-        )
+        let precision = opts.precision.resolve("sample.precision", device)?;
+        crate::precision::scope(precision, || {
+            crate::sample::batched(
+                shape,
+                n,
+                batch,
+                opts.seed,
+                device,
+                steps,
+                progress,
+                &mut |x, chain, p| self.sample_chain(&d, x, opts, chain, p),
+            )
+        })
     }
 }
 

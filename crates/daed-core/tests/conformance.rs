@@ -109,6 +109,7 @@ fn run(method: Method, kind: BetaSchedule, respacing: &str, seed: u64) -> Vec<f3
         clip_denoised: true,
         seed,
         class: None,
+        precision: Default::default(),
     };
     let start = noise(
         [3, 2, 4, 4],
@@ -195,6 +196,7 @@ fn every_sampler_draws_the_data_distribution_from_an_ideal_model() {
                 clip_denoised: false,
                 seed: 2,
                 class: None,
+                precision: Default::default(),
             };
             let shape = [8, 1, 16, 16];
             let start = noise(shape, 2, Stream::SampleStart { chain: 0 }, &device);

@@ -74,6 +74,7 @@ fn joint_training_lowers_both_losses_and_samples_are_images() {
         clip_denoised: true,
         seed: 1,
         class: None,
+        precision: Default::default(),
     };
     let imgs = t
         .ema
@@ -134,6 +135,7 @@ fn two_stage_combines_a_ddgm_run_with_a_dae_run() {
                 clip_denoised: true,
                 seed: 0,
                 class: None,
+                precision: Default::default(),
             },
             &Device::flex(),
             &mut |_, _| {},

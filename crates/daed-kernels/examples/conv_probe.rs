@@ -1,6 +1,7 @@
 //! Probe: GFLOP/s of burn-flex's conv2d and of daed's kernel (one GEMM per image, or grouped
-//! images per GEMM), forward and backward, on the CIFAR-10 / Fashion-MNIST U-Net conv shapes and
-//! the FID Inception's stem.
+//! images per GEMM; and in bf16 on CPUs with AVX512-BF16), forward and backward, on the CIFAR-10
+//! / Fashion-MNIST U-Net conv shapes, the CPU recipe's (configs/fashion_mnist_cpu.toml) and the
+//! FID Inception's stem.
 //!
 //! `cargo run --release -p daed-kernels --example conv_probe [batch]`
 use std::time::Instant;
@@ -9,6 +10,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use daed_kernels::conv::kernel::{self, Geom, Need};
+use daed_kernels::precision::{bf16_supported, scope, Precision};
 
 /// Best of three timed runs after one warm-up, in seconds.
 fn time<F: FnMut()>(mut f: F) -> f64 {
@@ -34,8 +36,8 @@ fn main() {
         bias: true,
     };
     println!("batch {b}; GFLOP/s (forward: one conv; backward: input + weight gradients)");
-    println!("| shape | flex fwd | daed fwd per image | daed fwd grouped | daed bwd per image | daed bwd grouped |");
-    println!("|---|---|---|---|---|---|");
+    println!("| shape | flex fwd | daed fwd per image | daed fwd grouped | daed bwd per image | daed bwd grouped | daed fwd bf16 | daed bwd bf16 |");
+    println!("|---|---|---|---|---|---|---|---|");
     for (c, co, h, s) in [
         (128usize, 128usize, 32usize, 1usize),
         (128, 128, 32, 2),
@@ -44,6 +46,10 @@ fn main() {
         (512, 256, 8, 1),
         (256, 256, 4, 1),
         (64, 64, 28, 1),
+        // The CPU recipe's levels.
+        (32, 32, 28, 1),
+        (64, 64, 14, 1),
+        (128, 64, 7, 1),
         // The FID Inception's stem (banded im2col, see `kernel::TILE`).
         (32, 32, 149, 1),
         (32, 64, 147, 1),
@@ -64,7 +70,7 @@ fn main() {
         let xs = x.into_data().try_into_vec::<f32>().expect("f32");
         let ws = w.into_data().try_into_vec::<f32>().expect("f32");
         let dy = vec![0.5f32; g.n * g.y_len()];
-        let none = gemm::Parallelism::None;
+        let none = kernel::Engine::F32;
         let t_one = time(|| {
             std::hint::black_box(kernel::forward_grouped(&g, &xs, &ws, None, 1, none));
         });
@@ -78,8 +84,24 @@ fn main() {
             std::hint::black_box(kernel::backward(&g, &xs, &ws, &dy, all));
         });
         let gf = |t: f64, m: f64| format!("{:.0} ({:.1} ms)", m * flops / t / 1e9, t * 1e3);
+        let bf16 = |f: &dyn Fn(), m: f64| match bf16_supported() {
+            true => gf(time(|| scope(Precision::Bf16, f)), m),
+            false => "no AVX512-BF16".to_string(),
+        };
+        let fwd16 = bf16(
+            &|| drop(std::hint::black_box(kernel::forward(&g, &xs, &ws, None))),
+            1.0,
+        );
+        let bwd16 = bf16(
+            &|| {
+                drop(std::hint::black_box(kernel::backward(
+                    &g, &xs, &ws, &dy, all,
+                )))
+            },
+            2.0,
+        );
         println!(
-            "| {c}->{co} {h}x{h} /{s} | {} | {} | {} | {} | {} |",
+            "| {c}->{co} {h}x{h} /{s} | {} | {} | {} | {} | {} | {fwd16} | {bwd16} |",
             gf(t_flex, 1.0),
             gf(t_one, 1.0),
             gf(t_grp, 1.0),

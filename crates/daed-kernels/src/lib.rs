@@ -8,10 +8,12 @@
 //! threads, inference). `DAED_CONV=burn`, `DAED_NORM=burn`, `DAED_SOFTMAX=burn` and
 //! `DAED_POOL=burn` switch back to burn's operations. `alloc` keeps large freed blocks for reuse.
 pub mod alloc;
+mod bf16;
 pub mod conv;
 #[cfg(feature = "flex")]
 mod flex_ops;
 pub mod norm;
 pub mod parallel;
 pub mod pool;
+pub mod precision;
 pub mod softmax;

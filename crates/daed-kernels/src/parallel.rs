@@ -32,7 +32,8 @@ pub fn split_helps(device: &Device, b: usize) -> bool {
 }
 
 /// `f(x, 0..b)`, or `join(f(first half, 0..h), f(second half, h..b))` computed on two threads
-/// when [`split_helps`]. `f` gets the rows' range so it can pick per-row inputs.
+/// when [`split_helps`]. `f` gets the rows' range so it can pick per-row inputs. The second
+/// thread runs at this thread's [`crate::precision`].
 pub fn on_halves<T: Send>(
     x: Tensor<4>,
     f: impl Fn(Tensor<4>, Range<usize>) -> T + Sync,
@@ -44,8 +45,9 @@ pub fn on_halves<T: Send>(
     }
     let h = b / 2;
     let (x1, x2) = (x.clone().narrow(0, 0, h), x.narrow(0, h, b - h));
+    let precision = crate::precision::current();
     let (first, second) = std::thread::scope(|s| {
-        let a = s.spawn(|| f(x1, 0..h));
+        let a = s.spawn(|| crate::precision::scope(precision, || f(x1, 0..h)));
         let second = f(x2, h..b);
         (a.join(), second)
     });

@@ -112,6 +112,8 @@ pub struct SampleOptions {
     pub seed: u64,
     /// The class of every image, for a class-conditional model (None: unconditional).
     pub class: Option<usize>,
+    /// Arithmetic of the network passes (resolved against the device when sampling starts).
+    pub precision: crate::precision::PrecisionChoice,
 }
 
 impl SampleOptions {
@@ -123,6 +125,7 @@ impl SampleOptions {
             clip_denoised: s.clip_denoised,
             seed: s.seed,
             class: None,
+            precision: s.precision,
         })
     }
 
@@ -140,6 +143,7 @@ impl SampleOptions {
             clip_denoised: true,
             seed,
             class: None,
+            precision: Default::default(),
         })
     }
 
@@ -156,6 +160,7 @@ impl SampleOptions {
             clip_denoised: true,
             seed,
             class: None,
+            precision: Default::default(),
         }
     }
 

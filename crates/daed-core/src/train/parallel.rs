@@ -17,6 +17,7 @@ use crate::config::ExperimentConfig;
 use crate::diffusion::GaussianDiffusion;
 use crate::model::DiffusionNet;
 use crate::nn::dropout;
+use crate::precision::{self, Precision};
 use crate::tensor_io::to_vec;
 use crate::Result;
 
@@ -34,6 +35,8 @@ pub(super) struct StepBatch<'a> {
     pub seed: u64,
     /// The optimiser step.
     pub step: u64,
+    /// The arithmetic of the network's passes, forward and backward.
+    pub precision: Precision,
 }
 
 /// The whole batch's gradients and per-sample values, in batch order.
@@ -141,8 +144,22 @@ impl BatchGrads {
     }
 }
 
-/// One part's gradients, in micro-batches of `train.micro_batch` (0: the whole part at once).
+/// One part's gradients, in micro-batches of `train.micro_batch` (0: the whole part at once),
+/// at the batch's precision on this thread.
 fn run_part<M: DiffusionNet>(
+    model: &M,
+    cfg: &ExperimentConfig,
+    diffusion: &GaussianDiffusion,
+    batch: &StepBatch,
+    part: Part,
+) -> Result<BatchGrads> {
+    precision::scope(batch.precision, || {
+        part_micro_batches(model, cfg, diffusion, batch, part)
+    })
+}
+
+/// [`run_part`]'s micro-batches.
+fn part_micro_batches<M: DiffusionNet>(
     model: &M,
     cfg: &ExperimentConfig,
     diffusion: &GaussianDiffusion,

@@ -14,6 +14,7 @@ use crate::diffusion::step_sampler::StepSampler;
 use crate::diffusion::GaussianDiffusion;
 use crate::model::DiffusionNet;
 use crate::nn::UNet;
+use crate::precision::Precision;
 use crate::rng::{Rng, Stream};
 use crate::sample::{noise, SampleOptions};
 use crate::tensor_io::{load_module, module_arrays, to_vec};
@@ -98,6 +99,8 @@ pub struct Trainer<M: DiffusionNet = UNet> {
     pub step: u64,
     /// The devices sharing each batch (autodiff); the first holds the weights.
     devices: Vec<Device>,
+    /// The arithmetic of the training steps (`train.precision` resolved on the devices).
+    precision: Precision,
     opt: AdamW,
     sampler: StepSampler,
     data: ImageSet,
@@ -132,6 +135,11 @@ impl<M: DiffusionNet> Trainer<M> {
         M::sampling_process(&diffusion, &cfg.sample.respacing)
             .map_err(|e| Error::Invalid(format!("sample.respacing: {e}")))?;
         crate::memory::check_training(&cfg, shape)?;
+        let precision = devices
+            .iter()
+            .map(|d| cfg.train.precision.resolve("train.precision", d))
+            .collect::<Result<Vec<_>>>()?[0];
+        cfg.sample.precision.resolve("sample.precision", device)?;
         device.seed(cfg.train.seed);
         let model = M::build(&cfg, &diffusion, shape, device)?.prepare(&cfg, shape)?;
         let ema = model.valid();
@@ -144,6 +152,7 @@ impl<M: DiffusionNet> Trainer<M> {
             diffusion,
             step: 0,
             devices,
+            precision,
             opt: AdamW::default(),
             sampler,
             data,
@@ -219,6 +228,11 @@ impl<M: DiffusionNet> Trainer<M> {
             .collect()
     }
 
+    /// The arithmetic of the training steps (`train.precision` resolved).
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
     /// The device that holds the weights, the optimiser and the EMA.
     fn device(&self) -> &Device {
         &self.devices[0]
@@ -268,6 +282,7 @@ impl<M: DiffusionNet> Trainer<M> {
             ws: &ws,
             seed,
             step: self.step,
+            precision: self.precision,
         };
         let out = parallel::gradients(
             &self.model,

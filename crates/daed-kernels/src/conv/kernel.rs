@@ -188,10 +188,10 @@ fn group_columns<'a>(g: &Geom, xs: &'a [f32], col: &'a mut Vec<f32>) -> &'a [f32
 
 /// A row-major matrix operand: base pointer, row stride and column stride (in elements).
 #[derive(Clone, Copy)]
-struct Mat {
-    ptr: *const f32,
-    rs: isize,
-    cs: isize,
+pub(crate) struct Mat {
+    pub(crate) ptr: *const f32,
+    pub(crate) rs: isize,
+    pub(crate) cs: isize,
 }
 
 impl Mat {
@@ -211,18 +211,38 @@ impl Mat {
             cs: cols as isize,
         }
     }
+
+    /// This matrix transposed (the strides swapped).
+    pub(crate) fn t(self) -> Self {
+        Self {
+            ptr: self.ptr,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+}
+
+/// How the GEMMs of one convolution run: their own parallelism (see [`plan`]) and whether in
+/// bf16 ([`crate::bf16`], taken from [`crate::precision`] on the calling thread).
+#[derive(Clone, Copy, Debug)]
+pub struct Engine {
+    /// The GEMM's own threads.
+    pub par: gemm::Parallelism,
+    /// bf16 products with f32 sums instead of f32 throughout.
+    pub bf16: bool,
+}
+
+impl Engine {
+    /// Single-threaded f32 GEMMs.
+    pub const F32: Self = Self {
+        par: gemm::Parallelism::None,
+        bf16: false,
+    };
 }
 
 /// `dst (m x n, row-major) [+]= lhs (m x k) * rhs (k x n)`, with `[m, n, k] = mnk`.
-fn matmul(
-    dst: &mut [f32],
-    [m, n, k]: [usize; 3],
-    acc: bool,
-    lhs: Mat,
-    rhs: Mat,
-    par: gemm::Parallelism,
-) {
-    matmul_strided(dst, n, [m, n, k], acc, lhs, rhs, par);
+fn matmul(dst: &mut [f32], [m, n, k]: [usize; 3], acc: bool, lhs: Mat, rhs: Mat, engine: Engine) {
+    matmul_strided(dst, n, [m, n, k], acc, lhs, rhs, engine);
 }
 
 /// [`matmul`] into a destination whose rows are `ldd >= n` elements apart.
@@ -233,8 +253,17 @@ fn matmul_strided(
     acc: bool,
     lhs: Mat,
     rhs: Mat,
-    par: gemm::Parallelism,
+    engine: Engine,
 ) {
+    let par = engine.par;
+    if engine.bf16 {
+        let threads = match par {
+            gemm::Parallelism::Rayon(0) => rayon::current_num_threads(),
+            gemm::Parallelism::Rayon(t) => t,
+            gemm::Parallelism::None => 1,
+        };
+        return crate::bf16::matmul(dst, ldd, [m, n, k], acc, lhs, rhs, threads);
+    }
     assert!(
         ldd >= n && (m == 0 || dst.len() >= (m - 1) * ldd + n),
         "matmul: destination too small"
@@ -285,7 +314,7 @@ const DW_CHUNKS: usize = 8;
 /// parallelism. Groups are shared out over rayon's threads; with fewer images than threads, the
 /// GEMM itself runs on all of them (gemm splits only output tiles over threads, so its sums do
 /// not depend on their number).
-fn plan(g: &Geom, columns: usize) -> (usize, gemm::Parallelism) {
+fn plan(g: &Geom, columns: usize) -> (usize, Engine) {
     let threads = rayon::current_num_threads().max(1);
     let by_size = (MAX_COL / (g.k() * g.p()).max(1)).max(1);
     // Independent of the thread count: the group sets the weight gradient's summation order.
@@ -295,7 +324,8 @@ fn plan(g: &Geom, columns: usize) -> (usize, gemm::Parallelism) {
     } else {
         gemm::Parallelism::None
     };
-    (group, par)
+    let bf16 = crate::precision::bf16_active();
+    (group, Engine { par, bf16 })
 }
 
 /// A raw pointer to the input gradient, written by groups of images at disjoint offsets.
@@ -326,8 +356,8 @@ struct Scratch {
 
 /// Forward convolution of `x` (`n` images) with `wt` and an optional bias: `n * co * ho * wo`.
 pub fn forward(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    let (group, par) = plan(g, 1);
-    forward_grouped(g, x, wt, bias, group, par)
+    let (group, engine) = plan(g, 1);
+    forward_grouped(g, x, wt, bias, group, engine)
 }
 
 /// [`forward`] with `group` images per GEMM (1: one GEMM per image).
@@ -337,7 +367,7 @@ pub fn forward_grouped(
     wt: &[f32],
     bias: Option<&[f32]>,
     group: usize,
-    par: gemm::Parallelism,
+    par: Engine,
 ) -> Vec<f32> {
     assert_eq!(x.len(), g.n * g.x_len(), "conv forward: input length");
     assert_eq!(wt.len(), g.co * g.k(), "conv forward: weight length");
@@ -397,7 +427,7 @@ fn forward_image(
     bias: Option<&[f32]>,
     yi: &mut [f32],
     col: &mut Vec<f32>,
-    par: gemm::Parallelism,
+    par: Engine,
 ) {
     let (k, p) = (g.k(), g.p());
     if let Some(b) = bias {
@@ -450,8 +480,8 @@ pub struct Grads {
 
 /// The gradients with respect to the input, weight and bias, given the output gradient `dy`.
 pub fn backward(g: &Geom, x: &[f32], wt: &[f32], dy: &[f32], need: Need) -> Grads {
-    let (group, par) = plan(g, BACKWARD_COLUMNS);
-    backward_grouped(g, x, wt, dy, need, group, par)
+    let (group, engine) = plan(g, BACKWARD_COLUMNS);
+    backward_grouped(g, x, wt, dy, need, group, engine)
 }
 
 /// [`backward`] with `group` images per GEMM.
@@ -462,7 +492,7 @@ pub fn backward_grouped(
     dy: &[f32],
     need: Need,
     group: usize,
-    par: gemm::Parallelism,
+    par: Engine,
 ) -> Grads {
     assert_eq!(x.len(), g.n * g.x_len(), "conv backward: input length");
     assert_eq!(wt.len(), g.co * g.k(), "conv backward: weight length");
@@ -718,7 +748,7 @@ mod tests {
             assert!(only_w.x.is_none() && only_w.bias.is_none());
             close(only_w.weight.as_deref().unwrap(), &want_w, "dw alone");
             for group in [1, 2, 3] {
-                let gr = backward_grouped(&g, &x, &w, &dy, all, group, gemm::Parallelism::None);
+                let gr = backward_grouped(&g, &x, &w, &dy, all, group, Engine::F32);
                 close(gr.x.as_deref().unwrap(), &want_x, "dx (grouped)");
                 close(gr.weight.as_deref().unwrap(), &want_w, "dw (grouped)");
             }
@@ -749,6 +779,68 @@ mod tests {
                 "banded y",
             );
         }
+    }
+
+    /// In a bf16 scope (on CPUs with AVX512-BF16) the output and the input and weight
+    /// gradients stay within bf16 rounding of the f32 kernel's (two roundings of 2^-9 per
+    /// product), differ from its bits (bf16 really ran), and the bias gradient, a plain f32 sum,
+    /// is the same bits.
+    #[test]
+    fn bf16_scope_stays_within_bf16_rounding_of_f32() {
+        use crate::precision::{bf16_supported, scope, Precision};
+        if !bf16_supported() {
+            eprintln!("skipped: this CPU has no AVX512-BF16");
+            return;
+        }
+        let all = Need {
+            x: true,
+            weight: true,
+            bias: true,
+        };
+        let mut differs = false;
+        for (i, (xs, ws, s, p)) in CASES.iter().enumerate() {
+            let g = Geom::new(*xs, *ws, *s, *p).unwrap();
+            let x = data(g.n * g.x_len(), i as u32);
+            let w = data(g.co * g.k(), 100 + i as u32);
+            let b = data(g.co, 200 + i as u32);
+            let dy = data(g.n * g.y_len(), 300 + i as u32);
+            let run = || {
+                (
+                    forward(&g, &x, &w, Some(&b)),
+                    backward(&g, &x, &w, &dy, all),
+                )
+            };
+            let (y32, g32) = run();
+            let (y16, g16) = scope(Precision::Bf16, run);
+            // Values lie in [-1, 1]: a sum of `terms` products is off by at most terms * 2^-8.
+            let near = |a: &[f32], b: &[f32], terms: usize, what: &str| {
+                for (e, (a, b)) in a.iter().zip(b).enumerate() {
+                    let tol = terms as f32 * 4e-3 + 1e-5;
+                    assert!((a - b).abs() <= tol, "case {i} {what}[{e}]: {a} vs {b}");
+                }
+                a.iter().zip(b).any(|(a, b)| a != b)
+            };
+            differs |= near(&y16, &y32, g.k(), "y");
+            let dx_terms = g.co * g.kh * g.kw;
+            differs |= near(
+                g16.x.as_ref().unwrap(),
+                g32.x.as_ref().unwrap(),
+                dx_terms,
+                "dx",
+            );
+            let dw_terms = g.n * g.p();
+            differs |= near(
+                g16.weight.as_ref().unwrap(),
+                g32.weight.as_ref().unwrap(),
+                dw_terms,
+                "dw",
+            );
+            assert_eq!(
+                g16.bias, g32.bias,
+                "case {i}: the bias gradient is an f32 sum"
+            );
+        }
+        assert!(differs, "the bf16 scope changed no bit: bf16 did not run");
     }
 
     #[test]

@@ -118,3 +118,76 @@ fn other_devices_and_options_keep_burns_convolution() {
         &ConvOptions::new([2, 2], [0, 0], [1, 1], 1)
     ));
 }
+
+/// The bits of a tensor.
+fn bits<const D: usize>(t: Tensor<D>) -> Vec<u32> {
+    let v: Vec<f32> = t.into_data().try_to_vec().unwrap();
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// In a bf16 scope (CPUs with AVX512-BF16) the output and all three gradients through autodiff
+/// stay within bf16 rounding (1% of the largest magnitude) of burn's f32 convolution, and the
+/// output is not f32's bits.
+#[test]
+fn bf16_forward_and_gradients_stay_near_burns_under_autodiff() {
+    use crate::precision::{bf16_supported, scope, Precision};
+    if !bf16_supported() {
+        eprintln!("skipped: this CPU has no AVX512-BF16");
+        return;
+    }
+    let d = Device::flex().autodiff();
+    for (xs, ws, stride, pad) in CASES {
+        let x = Tensor::<4>::random(xs, Distribution::Normal(0.0, 1.0), &d).require_grad();
+        let w = Tensor::<4>::random(ws, Distribution::Normal(0.0, 0.3), &d).require_grad();
+        let b = Tensor::<1>::random([ws[0]], Distribution::Normal(0.0, 1.0), &d).require_grad();
+        let opts = ConvOptions::new(stride, pad, [1, 1], 1);
+        let grads_of = |y: Tensor<4>| {
+            let n = y.dims().iter().product::<usize>();
+            let weights = Tensor::<1, Int>::arange(0..n as i64, &d)
+                .float()
+                .div_scalar(n as f32)
+                .reshape(y.dims());
+            let g = (y.clone() * weights).sum().backward();
+            let dx = x.grad(&g).expect("dx");
+            (
+                y.detach(),
+                dx,
+                w.grad(&g).expect("dw"),
+                b.grad(&g).expect("db"),
+            )
+        };
+        let ours = scope(Precision::Bf16, || {
+            grads_of(ext::conv2d(x.clone(), w.clone(), b.clone(), opts.clone()))
+        });
+        let theirs = grads_of(burn_conv2d(x.clone(), w.clone(), Some(b.clone()), opts));
+        assert_ne!(bits(ours.0.clone()), bits(theirs.0.clone()), "bf16 ran");
+        crate::flex_ops::assert_close(ours.0, theirs.0, 1e-2, "y (bf16)");
+        crate::flex_ops::assert_close(ours.1, theirs.1, 1e-2, "dx (bf16)");
+        crate::flex_ops::assert_close(ours.2, theirs.2, 1e-2, "dw (bf16)");
+        crate::flex_ops::assert_close(ours.3, theirs.3, 1e-5, "db (bf16)");
+    }
+}
+
+/// `parallel::on_halves` runs its second thread at the caller's precision: the split batch in a
+/// bf16 scope is the whole batch's bf16 bits, not half of them f32.
+#[test]
+fn bf16_reaches_both_halves_of_a_split_batch() {
+    use crate::parallel::{cat_batches, on_halves, split_helps};
+    use crate::precision::{bf16_supported, scope, Precision};
+    let d = Device::flex();
+    if !bf16_supported() || !split_helps(&d, 4) {
+        eprintln!("skipped: no AVX512-BF16, or one core");
+        return;
+    }
+    let x = Tensor::<4>::random([4, 8, 9, 9], Distribution::Normal(0.0, 1.0), &d);
+    let w = Tensor::<4>::random([6, 8, 3, 3], Distribution::Normal(0.0, 0.3), &d);
+    let b = Tensor::<1>::random([6], Distribution::Normal(0.0, 1.0), &d);
+    let opts = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    let conv = |x: Tensor<4>| ext::conv2d(x, w.clone(), b.clone(), opts.clone());
+    let whole = scope(Precision::Bf16, || conv(x.clone()));
+    let split = scope(Precision::Bf16, || {
+        on_halves(x.clone(), |h, _| conv(h), cat_batches)
+    });
+    assert_eq!(bits(split), bits(whole.clone()));
+    assert_ne!(bits(conv(x)), bits(whole), "f32 differs");
+}
