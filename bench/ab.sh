@@ -8,7 +8,9 @@
 # BENCH ARGS go to both sides (--models --cases --batch --micro-batch --inception-batch
 # --warmup --runs --device). Environment: PY (default .venv-bench/bin/python, made by
 # bench/setup.sh), DAED (default target/release/daed), THREADS (default: all cores),
-# TORCH_ARGS (PyTorch's side only, e.g. "--variants eager,best,bf16,best-bf16": its tuned rows).
+# TORCH_ARGS (PyTorch's side only, e.g. "--variants eager,best,bf16,best-bf16": its tuned rows),
+# DAED_PRECISIONS (daed's side, default f32; "f32,bf16" adds daed's bf16 rows, NAME-bf16, on
+# CPUs with AVX512-BF16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=2 OUT=bench/results/$(date +%Y%m%d-%H%M%S)
@@ -31,8 +33,10 @@ mkdir -p "$OUT"
   echo "daed: $(git rev-parse --short HEAD 2>/dev/null || echo '?'), torch: $("$PY" -c 'import torch; print(torch.__version__)')"
   echo "args: $*; torch only: ${TORCH_ARGS:-}"; } | tee "$OUT/machine.txt"
 for r in $(seq 1 "$ROUNDS"); do
-  echo "== round $r: daed"
-  "$DAED" bench "$@" --out "$OUT/daed_$r"
+  for p in $(echo "${DAED_PRECISIONS:-f32}" | tr ',' ' '); do
+    echo "== round $r: daed ($p)"
+    "$DAED" bench "$@" --precision "$p" --out "$OUT/daed_${p}_$r"
+  done
   echo "== round $r: torch"
   # shellcheck disable=SC2086  # TORCH_ARGS is a list of words
   "$PY" bench/bench_torch.py --threads "$THREADS" "$@" ${TORCH_ARGS:-} --out "$OUT/torch_$r"

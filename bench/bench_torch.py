@@ -1,7 +1,7 @@
 """The PyTorch side of `daed bench`: the same U-Nets (improved-diffusion's architecture, built
 from the same TOML presets), the same cases and the same figures, written as the same JSON.
 
-    python bench/bench_torch.py [--models tiny,fmnist,cifar10] [--cases train,sample,inception]
+    python bench/bench_torch.py [--models tiny,recipe,fmnist,cifar10] [--cases train,sample,inception]
         [--batch N] [--micro-batch N] [--warmup 1] [--runs 3] [--threads 2] [--device cpu|cuda]
         [--variants eager,bf16,best,best-bf16] [--bf16] [--out DIR]
 
@@ -40,6 +40,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 PRESETS = {
     "tiny": ("configs/tiny.toml", 64),
+    "recipe": ("configs/fashion_mnist_cpu.toml", 64),
     "fmnist": ("configs/fashion_mnist_ddgm_simple.toml", 128),
     "cifar10": ("configs/cifar10_ddgm_simple.toml", 32),
 }

@@ -5,7 +5,8 @@
 Per (model, case): the median over rounds of each side's median time, the ratio daed/torch
 of time (below 1: daed is faster), and each round's ratio, so the spread between rounds shows.
 PyTorch's variant rows (bench_torch.py --variants: `tiny-best`, `fmnist-bf16`, ...) are set
-against daed's row of the same model and case (`tiny`, `fmnist`).
+against daed's row of the same model and case: its bf16 row (`fmnist-bf16`, from
+`DAED_PRECISIONS=f32,bf16`) for the bf16 variants when there is one, else the plain row.
 """
 import glob
 import json
@@ -31,9 +32,12 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key in list(daed) + [k for k in torch if k not in daed]:
         a, b = daed.get(key, []), torch.get(key, [])
-        if not a and "-" in key[0]:  # a PyTorch variant: against daed's plain row
-            a = daed.get((key[0].split("-")[0], key[1]), [])
-            key = (f"{key[0].split('-')[0]} (torch {key[0].split('-', 1)[1]})", key[1])
+        if not a and "-" in key[0]:  # a PyTorch variant: against daed's bf16 or plain row
+            model, variant = key[0].split("-", 1)
+            a = daed.get((model, key[1]), [])
+            if variant.endswith("bf16") and (model + "-bf16", key[1]) in daed:
+                a, model = daed[(model + "-bf16", key[1])], model + "-bf16"
+            key = (f"{model} (torch {variant})", key[1])
         if not a or not b:
             side = a or b
             print(f"| {key[0]} | {key[1]} | {side[0]['params']} | {side[0]['batch']} | "

@@ -11,8 +11,13 @@ use daed_core::precision::{Precision, PrecisionChoice};
 use daed_io::table::Table;
 
 /// The built-in U-Nets: name, config text and default batch size.
-const PRESETS: [(&str, &str, usize); 3] = [
+const PRESETS: [(&str, &str, usize); 4] = [
     ("tiny", include_str!("../../../configs/tiny.toml"), 64),
+    (
+        "recipe",
+        include_str!("../../../configs/fashion_mnist_cpu.toml"),
+        64,
+    ),
     (
         "fmnist",
         include_str!("../../../configs/fashion_mnist_ddgm_simple.toml"),
@@ -27,8 +32,9 @@ const PRESETS: [(&str, &str, usize); 3] = [
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Built-in U-Nets: tiny (configs/tiny.toml, batch 64), fmnist (the paper's Fashion-MNIST
-    /// U-Net, batch 128), cifar10 (the paper's CIFAR-10 U-Net, batch 32).
+    /// Built-in U-Nets: tiny (configs/tiny.toml, batch 64), recipe (the CPU recipe,
+    /// configs/fashion_mnist_cpu.toml, batch 64), fmnist (the paper's Fashion-MNIST U-Net, batch
+    /// 128), cifar10 (the paper's CIFAR-10 U-Net, batch 32).
     #[arg(long, value_delimiter = ',', default_value = "tiny,fmnist,cifar10")]
     models: Vec<String>,
     /// Also (or instead, with --models '') benchmark these DDGM configs.
@@ -85,7 +91,7 @@ fn unets(a: &BenchArgs) -> Result<Vec<(String, ExperimentConfig, usize)>> {
         let (name, text, batch) = PRESETS
             .iter()
             .find(|(n, _, _)| *n == m)
-            .with_context(|| format!("--models: unknown model `{m}` (tiny, fmnist, cifar10)"))?;
+            .with_context(|| format!("--models: unknown model `{m}` (tiny, recipe, fmnist, cifar10)"))?;
         let cfg = ExperimentConfig::from_toml(text, &format!("built-in preset {name}"))?;
         v.push((name.to_string(), cfg, a.batch.unwrap_or(*batch)));
     }

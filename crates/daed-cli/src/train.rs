@@ -110,11 +110,7 @@ fn train_as<M: DiffusionNet>(cfg: ExperimentConfig, resume: Option<&str>) -> Res
         t.step
     );
     if t.cfg.train.precision != PrecisionChoice::F32 {
-        eprintln!(
-            "precision: {} (train.precision = {:?})",
-            t.precision().name(),
-            t.cfg.train.precision
-        );
+        eprintln!("precision: {} (train.precision)", t.precision().name());
     }
     if !t.cfg.train.devices.is_empty() {
         eprintln!(
