@@ -64,9 +64,10 @@ pub struct BenchArgs {
     #[arg(long, default_value = "flex")]
     device: String,
     /// Arithmetic of the U-Net cases: f32 or bf16 (CPUs with AVX512-BF16; rows named
-    /// NAME-bf16). The Inception stays f32.
-    #[arg(long, default_value = "f32")]
-    precision: PrecisionChoice,
+    /// NAME-bf16); default: f32 for the presets, a config's own train/sample.precision. The
+    /// Inception stays f32.
+    #[arg(long)]
+    precision: Option<PrecisionChoice>,
     /// Inception weights (default: $DAED_INCEPTION or shared/data/inception).
     #[arg(long)]
     inception: Option<PathBuf>,
@@ -88,10 +89,9 @@ fn parse_kind(s: &str) -> Result<BenchKind> {
 fn unets(a: &BenchArgs) -> Result<Vec<(String, ExperimentConfig, usize)>> {
     let mut v = Vec::new();
     for m in a.models.iter().map(|m| m.trim()).filter(|m| !m.is_empty()) {
-        let (name, text, batch) = PRESETS
-            .iter()
-            .find(|(n, _, _)| *n == m)
-            .with_context(|| format!("--models: unknown model `{m}` (tiny, recipe, fmnist, cifar10)"))?;
+        let (name, text, batch) = PRESETS.iter().find(|(n, _, _)| *n == m).with_context(|| {
+            format!("--models: unknown model `{m}` (tiny, recipe, fmnist, cifar10)")
+        })?;
         let cfg = ExperimentConfig::from_toml(text, &format!("built-in preset {name}"))?;
         v.push((name.to_string(), cfg, a.batch.unwrap_or(*batch)));
     }
@@ -102,10 +102,12 @@ fn unets(a: &BenchArgs) -> Result<Vec<(String, ExperimentConfig, usize)>> {
     }
     for (name, cfg, _) in v.iter_mut() {
         cfg.device = a.device.clone();
-        cfg.train.precision = a.precision;
-        cfg.sample.precision = a.precision;
+        if let Some(p) = a.precision {
+            cfg.train.precision = p;
+            cfg.sample.precision = p;
+        }
         let device = daed_core::device::resolve(&a.device)?;
-        if a.precision.resolve("--precision", &device)? == Precision::Bf16 {
+        if cfg.train.precision.resolve("--precision", &device)? == Precision::Bf16 {
             name.push_str("-bf16");
         }
         if let Some(m) = a.micro_batch {

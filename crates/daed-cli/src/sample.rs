@@ -51,9 +51,10 @@ pub struct SampleArgs {
     /// The class of every image (class-conditional models, e.g. imported with class_cond).
     #[arg(long)]
     class: Option<usize>,
-    /// Arithmetic: f32 or bf16 (mixed precision on CPUs with AVX512-BF16; files tagged _bf16).
-    #[arg(long, default_value = "f32")]
-    precision: PrecisionChoice,
+    /// Arithmetic: f32 or bf16 (mixed precision on CPUs with AVX512-BF16; files tagged _bf16);
+    /// default: the run's sample.precision.
+    #[arg(long)]
+    precision: Option<PrecisionChoice>,
 }
 
 pub fn run(a: SampleArgs) -> Result<()> {
@@ -64,8 +65,8 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let device = daed_core::device::resolve(&a.device)?;
     let mut opts = SampleOptions::from_flags(a.steps, a.ddim, a.eta, a.seed)?;
     opts.class = a.class;
-    opts.precision = a.precision;
-    let precision = a.precision.resolve("--precision", &device)?;
+    opts.precision = a.precision.unwrap_or(ck.config.sample.precision);
+    let precision = opts.precision.resolve("--precision", &device)?;
     let shape = ck.state.image_shape;
     daed_core::memory::check_sampling(&ck.config, shape, a.n, a.batch_size)?;
     let start = Instant::now();

@@ -48,7 +48,8 @@ impl PrecisionChoice {
                  run uses {device:?}); use \"f32\""
             ))),
             Self::Bf16 if !bf16_supported() => Err(Error::Invalid(format!(
-                "{key} = \"bf16\": this CPU has no AVX512-BF16 (or DAED_BF16=off); use \"f32\""
+                "{key} = \"bf16\": this CPU has no AVX512-BF16 (or DAED_BF16=off, or \
+                 DAED_CONV=burn turned daed's convolution off); use \"f32\""
             ))),
             Self::Bf16 => Ok(Precision::Bf16),
         }

@@ -35,6 +35,7 @@ fn main() {
         weight: true,
         bias: true,
     };
+    peaks();
     println!("batch {b}; GFLOP/s (forward: one conv; backward: input + weight gradients)");
     println!("| shape | flex fwd | daed fwd per image | daed fwd grouped | daed bwd per image | daed bwd grouped | daed fwd bf16 | daed bwd bf16 |");
     println!("|---|---|---|---|---|---|---|---|");
@@ -110,3 +111,50 @@ fn main() {
         );
     }
 }
+
+/// One core's peak: 16 independent chains of AVX-512 f32 FMAs, and of `vdpbf16ps` (bf16 pairs
+/// into f32), on CPUs that have them: what bounds the f32 and the bf16 GEMMs.
+#[cfg(target_arch = "x86_64")]
+fn peaks() {
+    use std::arch::x86_64::*;
+    if !(std::arch::is_x86_feature_detected!("avx512f") && bf16_supported()) {
+        return;
+    }
+    const ROUNDS: usize = 5_000_000;
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fma() -> f32 {
+        let (a, b) = (_mm512_set1_ps(1.0), _mm512_set1_ps(1e-9));
+        let mut acc = [_mm512_setzero_ps(); 16];
+        for _ in 0..ROUNDS {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(*x, a, b);
+            }
+        }
+        acc.iter().map(|&x| _mm512_reduce_add_ps(x)).sum()
+    }
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn dot() -> f32 {
+        let one: __m512bh = std::mem::transmute(_mm512_set1_epi32(0x3f80_3f80));
+        let mut acc = [_mm512_setzero_ps(); 16];
+        for _ in 0..ROUNDS {
+            for x in acc.iter_mut() {
+                *x = _mm512_dpbf16_ps(*x, one, one);
+            }
+        }
+        acc.iter().map(|&x| _mm512_reduce_add_ps(x)).sum()
+    }
+    let rate = |f: unsafe fn() -> f32, flops: f64| {
+        let t = Instant::now();
+        // SAFETY: the features were detected above.
+        std::hint::black_box(unsafe { f() });
+        flops * (ROUNDS * 16) as f64 / t.elapsed().as_secs_f64() / 1e9
+    };
+    println!(
+        "one core's peak: f32 FMA {:.0} GFLOP/s, vdpbf16ps {:.0} GFLOP/s\n",
+        rate(fma, 32.0),
+        rate(dot, 64.0)
+    );
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn peaks() {}

@@ -285,7 +285,10 @@ unsafe fn convert(src: *const f32, k: usize, dst: *mut u32) {
     while i < k {
         let left = k - i;
         let lo = _mm512_maskz_loadu_ps(lanes(left), src.add(i));
-        let hi = _mm512_maskz_loadu_ps(lanes(left.saturating_sub(16)), src.add(i + 16));
+        let hi = match left > 16 {
+            true => _mm512_maskz_loadu_ps(lanes(left - 16), src.add(i + 16)),
+            false => _mm512_setzero_ps(),
+        };
         let v: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
         _mm512_mask_storeu_epi32(dst.add(i / 2).cast(), lanes(left.min(32).div_ceil(2)), v);
         i += 32;

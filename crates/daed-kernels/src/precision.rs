@@ -34,12 +34,15 @@ thread_local! {
     static CURRENT: Cell<Precision> = const { Cell::new(Precision::F32) };
 }
 
-/// Whether this CPU runs the bf16 kernels (AVX512-F, -BW and -BF16, detected at run time).
-/// `DAED_BF16=off` makes it answer `false`, to try the f32-only path on a CPU that has bf16.
+/// Whether this process runs the bf16 kernels: the CPU has AVX512-F, -BW and -BF16 (detected
+/// at run time) and daed's convolution is on (not `DAED_CONV=burn`). `DAED_BF16=off` makes it
+/// answer `false`, to try the f32-only path on a CPU that has bf16.
 pub fn bf16_supported() -> bool {
     static SUPPORTED: OnceLock<bool> = OnceLock::new();
-    *SUPPORTED
-        .get_or_init(|| std::env::var("DAED_BF16").map_or(true, |v| v != "off") && detect_bf16())
+    *SUPPORTED.get_or_init(|| {
+        let off = |var: &str, value: &str| std::env::var(var).is_ok_and(|v| v.trim() == value);
+        !off("DAED_BF16", "off") && !off("DAED_CONV", "burn") && detect_bf16()
+    })
 }
 
 #[cfg(target_arch = "x86_64")]
