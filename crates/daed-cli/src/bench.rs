@@ -100,13 +100,13 @@ fn unets(a: &BenchArgs) -> Result<Vec<(String, ExperimentConfig, usize)>> {
         let b = a.batch.unwrap_or(cfg.train.batch_size);
         v.push((cfg.name.clone(), cfg, b));
     }
+    let device = daed_core::device::resolve(&a.device)?;
     for (name, cfg, _) in v.iter_mut() {
         cfg.device = a.device.clone();
         if let Some(p) = a.precision {
             cfg.train.precision = p;
             cfg.sample.precision = p;
         }
-        let device = daed_core::device::resolve(&a.device)?;
         if cfg.train.precision.resolve("--precision", &device)? == Precision::Bf16 {
             name.push_str("-bf16");
         }

@@ -255,6 +255,10 @@ fn matmul_strided(
     rhs: Mat,
     engine: Engine,
 ) {
+    assert!(
+        ldd >= n && (m == 0 || dst.len() >= (m - 1) * ldd + n),
+        "matmul: destination too small"
+    );
     let par = engine.par;
     if engine.bf16 {
         let threads = match par {
@@ -264,10 +268,6 @@ fn matmul_strided(
         };
         return crate::bf16::matmul(dst, ldd, [m, n, k], acc, lhs, rhs, threads);
     }
-    assert!(
-        ldd >= n && (m == 0 || dst.len() >= (m - 1) * ldd + n),
-        "matmul: destination too small"
-    );
     // SAFETY: `dst` holds m rows of n elements, `ldd` apart (checked); the callers build `lhs`
     // and `rhs` from slices holding m x k and k x n elements with the strides given.
     unsafe {
