@@ -13,7 +13,7 @@ use daed_core::metrics::{default_weights, FidInception, Preprocess, INCEPTION_EN
 use daed_io::datasets::{self, DatasetSpec};
 use daed_io::folder::{read_folder_limit, FolderOptions};
 use daed_io::images::ImageSet;
-use daed_io::npz::{read_npz, NpyData};
+use daed_io::npz::read_npz;
 
 use crate::progress::bar;
 
@@ -30,38 +30,40 @@ pub struct EvalArgs {
 enum EvalCmd {
     /// Writes pytorch-fid statistics (`mu`, `sigma`, and sFID's `mu_s`, `sigma_s`) of a set.
     Stats(StatsArgs),
+    /// FID of a run's checkpoints against its training time: a table and a plot.
+    Curve(crate::curve::CurveArgs),
 }
 
-/// Options shared by both forms.
+/// Options shared by every form.
 #[derive(Args, Clone)]
-struct Common {
+pub(crate) struct Common {
     /// Split when a set is a dataset name.
     #[arg(long, default_value = "test")]
-    split: String,
+    pub(crate) split: String,
     /// Data file or directory for a dataset name (default: the usual search).
     #[arg(long)]
-    data: Option<PathBuf>,
+    pub(crate) data: Option<PathBuf>,
     /// Use the first N images of each set.
     #[arg(long)]
-    n: Option<usize>,
+    pub(crate) n: Option<usize>,
     /// Images per Inception forward pass.
     #[arg(long, default_value_t = 50)]
-    batch_size: usize,
+    pub(crate) batch_size: usize,
     /// Inception weights (safetensors; default: $DAED_INCEPTION or ../shared/data/inception).
     #[arg(long)]
-    inception: Option<PathBuf>,
+    pub(crate) inception: Option<PathBuf>,
     /// Pre-processing convention.
     #[arg(long, default_value = "pytorch-fid")]
-    preprocess: String,
+    pub(crate) preprocess: String,
     /// Device (auto, flex, torch, cuda).
     #[arg(long, default_value = "auto")]
-    device: String,
+    pub(crate) device: String,
     /// Feature cache directory (default: $DAED_CACHE, else ~/.cache/daed).
     #[arg(long)]
-    cache: Option<PathBuf>,
+    pub(crate) cache: Option<PathBuf>,
     /// Do not read or write the feature cache.
     #[arg(long)]
-    no_cache: bool,
+    pub(crate) no_cache: bool,
 }
 
 #[derive(Args)]
@@ -104,13 +106,13 @@ struct StatsArgs {
 }
 
 /// A set to evaluate: images, or precomputed statistics.
-enum Source {
+pub(crate) enum Source {
     Images(ImageSet),
     Stats(SetFeatures),
 }
 
 impl Source {
-    fn summary(&self) -> SetSummary {
+    pub(crate) fn summary(&self) -> SetSummary {
         match self {
             Source::Images(s) => SetSummary {
                 n: s.len(),
@@ -124,32 +126,20 @@ impl Source {
     }
 }
 
-fn load_source(spec: &str, c: &Common) -> Result<Source> {
+pub(crate) fn load_source(spec: &str, c: &Common) -> Result<Source> {
     let path = Path::new(spec);
     let set = if path.is_file() {
         let arrays = read_npz(path).with_context(|| format!("reading {spec}"))?;
         if arrays.contains_key("mu") {
             return Ok(Source::Stats(SetFeatures::from_stats_file(path)?));
         }
-        let Some(a) = arrays.get("arr_0") else {
+        if !arrays.contains_key("arr_0") {
             bail!(
                 "{spec}: neither images (`arr_0`, guided-diffusion format) nor FID statistics (`mu`, `sigma`); keys: {}",
                 arrays.keys().cloned().collect::<Vec<_>>().join(", ")
             );
-        };
-        let NpyData::U8(px) = &a.data else {
-            bail!(
-                "{spec}: `arr_0` has dtype {}; samples must be uint8 images in [0, 255]",
-                a.data.descr()
-            );
-        };
-        let (n, h, w, ch) = match a.shape.as_slice() {
-            [n, h, w, ch] if *ch == 1 || *ch == 3 => (*n, *h, *w, *ch),
-            [n, h, w] => (*n, *h, *w, 1),
-            s => bail!("{spec}: `arr_0` has shape {s:?}; expected N x H x W x C (C = 1 or 3)"),
-        };
-        let take = c.n.unwrap_or(n).min(n);
-        ImageSet::from_nhwc_u8(take, h, w, ch, &px[..take * h * w * ch])
+        }
+        daed_io::npz::images_from_npz(&arrays, path, c.n)?
     } else if path.is_dir() {
         read_folder_limit(path, &FolderOptions::default(), c.n)
             .with_context(|| format!("reading images from {spec}"))?
@@ -178,8 +168,8 @@ fn load_source(spec: &str, c: &Common) -> Result<Source> {
     Ok(Source::Images(set))
 }
 
-struct Extractor {
-    net: FidInception,
+pub(crate) struct Extractor {
+    pub(crate) net: FidInception,
     pre: Preprocess,
     weights: PathBuf,
     cache: Option<PathBuf>,
@@ -187,7 +177,7 @@ struct Extractor {
 }
 
 impl Extractor {
-    fn new(c: &Common) -> Result<Self> {
+    pub(crate) fn new(c: &Common) -> Result<Self> {
         if c.batch_size == 0 {
             bail!("--batch-size must be at least 1");
         }
@@ -215,7 +205,7 @@ impl Extractor {
     }
 
     /// Features of `set`, from the cache when possible; returns (features, from cache, seconds).
-    fn features(&self, set: &ImageSet, what: &str) -> Result<(SetFeatures, bool, f64)> {
+    pub(crate) fn features(&self, set: &ImageSet, what: &str) -> Result<(SetFeatures, bool, f64)> {
         let key = cache_key(set, self.pre, &self.weights);
         let need_logits = self.net.has_logits();
         if let Some(dir) = &self.cache {
@@ -253,7 +243,11 @@ impl Extractor {
         Ok((f, false, secs))
     }
 
-    fn source_features(&self, src: Source, what: &str) -> Result<(SetFeatures, serde_json::Value)> {
+    pub(crate) fn source_features(
+        &self,
+        src: Source,
+        what: &str,
+    ) -> Result<(SetFeatures, serde_json::Value)> {
         match src {
             Source::Stats(f) => {
                 let info = serde_json::json!({"kind": "statistics", "n": f.n});
@@ -278,6 +272,7 @@ impl Extractor {
 pub fn run(a: EvalArgs) -> Result<()> {
     match a.cmd {
         Some(EvalCmd::Stats(s)) => stats(s),
+        Some(EvalCmd::Curve(c)) => crate::curve::run(c),
         None => evaluate(a.run),
     }
 }

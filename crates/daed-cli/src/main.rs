@@ -3,6 +3,7 @@
 //! A thin layer: it parses arguments and configs, calls daed-core, and prints what it returns.
 mod analyze;
 mod bench;
+mod curve;
 mod daed_cmd;
 mod data;
 mod doctor;

@@ -113,6 +113,17 @@ impl daed_core::analysis::switch::SwitchProgress for Stages {
     }
 }
 
+impl daed_core::metrics::curve::CurveProgress for Stages {
+    fn stage(&mut self, what: &str, done: usize, total: usize) {
+        self.tick(what, done, total);
+    }
+
+    fn message(&mut self, msg: &str) {
+        self.finish();
+        println!("{msg}");
+    }
+}
+
 /// A study shows a line per stage and, inside it, one bar at a time with its ETA.
 impl daed_core::study::StudyProgress for Stages {
     fn stage_start(&mut self, index: usize, total: usize, name: &str, title: &str) {

@@ -341,3 +341,125 @@ fn bench_times_a_tiny_case_and_writes_json() {
     let (ok, t) = daed(&["bench", "--models", "huge"]);
     assert!(!ok && t.contains("--models") && t.contains("huge"), "{t}");
 }
+
+#[test]
+fn eval_curve_scores_each_checkpoint_reusing_samples_and_refusing_bad_input() {
+    let d = tmp("curve");
+    let cfg = d.join("c.toml");
+    let text = tiny_demo_config()
+        .replace("steps = 2", "steps = 4")
+        .replace("log_every = 50", "log_every = 1")
+        .replace("checkpoint_every = 200", "checkpoint_every = 2");
+    std::fs::write(&cfg, text).unwrap();
+    let run = d.join("run");
+    let (ok, t) = daed(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(ok, "{t}");
+    let ck2 = run.join("checkpoints/step_00000002");
+    // `daed sample` names its file as the curve does: the curve reuses it at step 2.
+    let (ok, t) = daed(&[
+        "sample",
+        "--checkpoint",
+        ck2.to_str().unwrap(),
+        "--n",
+        "6",
+        "--steps",
+        "3",
+        "--ddim",
+    ]);
+    assert!(ok, "{t}");
+    let drawn = std::fs::read(ck2.join("samples/n6_ddim3_seed0.npz")).unwrap();
+    let out = d.join("quality");
+    let curve = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "curve",
+            "--run",
+            run.to_str().unwrap(),
+            "--steps",
+            "3",
+            "--ddim",
+            "--sample-batch",
+            "4",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        daed(&args)
+    };
+    // Bad input: named, before any sampling or output.
+    let (ok, t) = curve(&["--reference", "demo"]);
+    assert!(!ok && t.contains("--n is required"), "{t}");
+    let (ok, t) = curve(&["--reference", "demo", "--n", "6", "--checkpoints", "3"]);
+    assert!(
+        !ok && t.contains("no complete checkpoint at step 3") && t.contains("2, 4"),
+        "{t}"
+    );
+    let (ok, t) = curve(&["--reference", "demo", "--n", "1"]);
+    assert!(!ok && t.contains("--n of at least 2"), "{t}");
+    assert!(!out.exists() && !run.join("checkpoints/step_00000004/samples").exists());
+
+    let (ok, t) = curve(&["--reference", "demo", "--n", "6"]);
+    assert!(ok && t.contains("step 2: samples from"), "{t}");
+    assert_eq!(
+        std::fs::read(ck2.join("samples/n6_ddim3_seed0.npz")).unwrap(),
+        drawn
+    );
+    let ck4 = run.join("checkpoints/step_00000004/samples/n6_ddim3_seed0.npz");
+    let npz = daed_io::npz::read_npz(&ck4).unwrap();
+    assert_eq!(npz["arr_0"].shape, vec![6, 28, 28, 1]);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("n6_ddim3_seed0.json")).unwrap())
+            .unwrap();
+    let pts = json["points"].as_array().unwrap();
+    assert_eq!(pts.len(), 2, "{json}");
+    let (t2, t4) = (
+        pts[0]["train_s"].as_f64().unwrap(),
+        pts[1]["train_s"].as_f64().unwrap(),
+    );
+    assert!(t2 > 0.0 && t4 > t2, "{json}");
+    assert!(
+        pts.iter().all(|p| p["fid"].as_f64().unwrap().is_finite()),
+        "{json}"
+    );
+    assert_eq!(pts[0]["sample_s"].as_f64(), Some(0.0));
+    assert!(pts[1]["sample_s"].as_f64().unwrap() > 0.0);
+    let csv = std::fs::read_to_string(out.join("n6_ddim3_seed0.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(out.join("n6_ddim3_seed0.png").is_file() && out.join("n6_ddim3_seed0.md").is_file());
+
+    // Step 4 again: its samples are reused, the FID is the same bits and step 2 stays.
+    let (ok, t) = curve(&["--reference", "demo", "--n", "6", "--checkpoints", "4"]);
+    assert!(ok && t.contains("step 4: samples from"), "{t}");
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap()
+    };
+    assert_eq!(read("n6_ddim3_seed0.json")["points"], json["points"]);
+    // A curve against another reference is not overwritten.
+    let (ok, t) = curve(&["--reference", "mnist", "--n", "6", "--checkpoints", "4"]);
+    assert!(
+        !ok && t.contains("holds the curve of") && t.contains("against `demo"),
+        "{t}"
+    );
+    // The raw weights get their own samples and curve.
+    let (ok, t) = curve(&[
+        "--reference",
+        "demo",
+        "--n",
+        "6",
+        "--checkpoints",
+        "4",
+        "--no-ema",
+    ]);
+    assert!(ok, "{t}");
+    assert!(ck4.with_file_name("n6_ddim3_seed0_raw.npz").is_file());
+    let raw = read("n6_ddim3_seed0_raw.json");
+    assert_eq!(raw["points"].as_array().unwrap().len(), 1, "{raw}");
+    assert_ne!(raw["points"][0]["fid"], pts[1]["fid"]);
+    assert_eq!(read("n6_ddim3_seed0.json")["points"], json["points"]);
+}

@@ -11,6 +11,7 @@ pub mod config;
 pub mod daed;
 pub mod device;
 pub mod diffusion;
+pub mod draw;
 pub mod error;
 pub mod memory;
 pub mod metrics;

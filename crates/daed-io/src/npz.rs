@@ -509,3 +509,68 @@ fn npz_select(
     }
     Ok(out)
 }
+
+/// Reads images in guided-diffusion's sample layout: `arr_0`, uint8 `N x H x W x C` (C = 1 or 3;
+/// `N x H x W` is one channel), the first `limit` of them (all for `None`).
+pub fn images_from_npz(
+    arrays: &BTreeMap<String, NpyArray>,
+    origin: &Path,
+    limit: Option<usize>,
+) -> Result<crate::images::ImageSet> {
+    let bad = |msg: String| Error::Format {
+        path: origin.to_path_buf(),
+        msg,
+    };
+    let Some(a) = arrays.get("arr_0") else {
+        return Err(bad(format!(
+            "no images (`arr_0`, guided-diffusion format); keys: {}",
+            arrays.keys().cloned().collect::<Vec<_>>().join(", ")
+        )));
+    };
+    let NpyData::U8(px) = &a.data else {
+        return Err(bad(format!(
+            "`arr_0` has dtype {}; samples must be uint8 images in [0, 255]",
+            a.data.descr()
+        )));
+    };
+    let (n, h, w, ch) = match a.shape.as_slice() {
+        [n, h, w, ch] if *ch == 1 || *ch == 3 => (*n, *h, *w, *ch),
+        [n, h, w] => (*n, *h, *w, 1),
+        s => {
+            return Err(bad(format!(
+                "`arr_0` has shape {s:?}; expected N x H x W x C (C = 1 or 3)"
+            )))
+        }
+    };
+    let take = limit.unwrap_or(n).min(n);
+    Ok(crate::images::ImageSet::from_nhwc_u8(
+        take,
+        h,
+        w,
+        ch,
+        &px[..take * h * w * ch],
+    ))
+}
+
+/// Writes `set` in guided-diffusion's sample layout (`arr_0`, uint8 NHWC), with `labels` as
+/// `arr_1` when given (as its `image_sample.py` writes a class-conditional model's samples).
+pub fn write_images_npz(
+    path: impl AsRef<Path>,
+    set: &crate::images::ImageSet,
+    labels: Option<&[i64]>,
+) -> Result<()> {
+    let arr = NpyArray {
+        shape: vec![set.len(), set.height, set.width, set.channels],
+        data: NpyData::U8(set.to_nhwc_u8()),
+    };
+    match labels {
+        Some(l) => {
+            let labels = NpyArray {
+                shape: vec![l.len()],
+                data: NpyData::I64(l.to_vec()),
+            };
+            write_npz(path, &[("arr_0", &arr), ("arr_1", &labels)])
+        }
+        None => write_npz(path, &[("arr_0", &arr)]),
+    }
+}

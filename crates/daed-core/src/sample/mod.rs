@@ -147,6 +147,31 @@ impl SampleOptions {
         })
     }
 
+    /// The file name stem of `n` images drawn with these options from the EMA weights (`ema`) or
+    /// the raw ones, as `daed sample` names them: `n{N}_{method}{steps}[_eta{E}]_seed{S}`, then `_class{K}`,
+    /// `_bf16` and `_raw` where they apply (e.g. `n5000_ddim50_seed0`).
+    pub fn file_tag(&self, n: usize, ema: bool) -> String {
+        let steps = self
+            .respacing
+            .strip_prefix("ddim")
+            .unwrap_or(&self.respacing);
+        let eta = match self.method {
+            Method::Ddim { eta } if eta != 0.0 => format!("_eta{eta}"),
+            _ => String::new(),
+        };
+        format!(
+            "n{n}_{}{steps}{eta}_seed{}{}{}{}",
+            self.method.name(),
+            self.seed,
+            self.class.map(|c| format!("_class{c}")).unwrap_or_default(),
+            match self.precision {
+                crate::precision::PrecisionChoice::F32 => "",
+                crate::precision::PrecisionChoice::Bf16 => "_bf16",
+            },
+            if ema { "" } else { "_raw" }
+        )
+    }
+
     /// Checks the values a user can set.
     pub fn validate(&self) -> Result<()> {
         self.method.validate()

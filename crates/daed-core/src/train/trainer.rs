@@ -642,6 +642,8 @@ fn log_line(step: u64, acc: &[StepStats], dt: f64, elapsed: f64) -> String {
         "steps_per_sec".into(),
         (acc.len() as f64 / dt.max(1e-9)).into(),
     );
+    // The steps this line covers: a resumed run's first window starts at its checkpoint.
+    o.insert("window".into(), acc.len().into());
     o.insert("elapsed_s".into(), elapsed.into());
     serde_json::Value::Object(o).to_string()
 }

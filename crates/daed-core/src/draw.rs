@@ -1,0 +1,74 @@
+//! Sampling a checkpoint whatever its model kind (a DDGM's U-Net or a DAED's two networks): what
+//! `daed sample` and the quality curve draw with.
+use burn::tensor::Device;
+
+use crate::config::ModelKind;
+use crate::daed::DaedNets;
+use crate::model::DiffusionNet;
+use crate::nn::UNet;
+use crate::sample::SampleOptions;
+use crate::train::Checkpoint;
+use crate::Result;
+
+/// Draws `n` images in [-1, 1] (NCHW) from the model of `ck`, whatever its kind, with
+/// the EMA weights (`ema = true`) or the raw ones, `batch` per pass; also returns the model's
+/// number of diffusion steps.
+#[allow(clippy::too_many_arguments)]
+pub fn sample(
+    ck: &Checkpoint,
+    ema: bool,
+    n: usize,
+    batch: usize,
+    opts: &SampleOptions,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Vec<f32>, usize)> {
+    match ck.config.model {
+        ModelKind::Ddgm => draw::<UNet>(ck, ema, n, batch, opts, device, progress),
+        ModelKind::Daed => draw::<DaedNets>(ck, ema, n, batch, opts, device, progress),
+    }
+}
+
+/// Checks that [`sample`] can run with `opts` (weights readable and finite, the
+/// respacing within the model's steps, the class matching the model, the precision
+/// available) without drawing anything.
+pub fn check_sampling(
+    ck: &Checkpoint,
+    ema: bool,
+    opts: &SampleOptions,
+    device: &Device,
+) -> Result<()> {
+    match ck.config.model {
+        ModelKind::Ddgm => check::<UNet>(ck, ema, opts, device),
+        ModelKind::Daed => check::<DaedNets>(ck, ema, opts, device),
+    }
+}
+
+fn check<M: DiffusionNet>(
+    ck: &Checkpoint,
+    ema: bool,
+    opts: &SampleOptions,
+    device: &Device,
+) -> Result<()> {
+    opts.validate()?;
+    let (net, d) = ck.load_model::<M>(ema, device)?;
+    opts.check_class(net.num_classes())?;
+    M::sampling_process(&d, &opts.respacing)?;
+    opts.precision.resolve("sample.precision", device)?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw<M: DiffusionNet>(
+    ck: &Checkpoint,
+    ema: bool,
+    n: usize,
+    batch: usize,
+    opts: &SampleOptions,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Vec<f32>, usize)> {
+    let (net, d) = ck.load_model::<M>(ema, device)?;
+    let imgs = net.sample(&d, ck.state.image_shape, n, batch, opts, device, progress)?;
+    Ok((imgs, d.num_steps()))
+}
