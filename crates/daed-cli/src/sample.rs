@@ -102,11 +102,9 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let set = ImageSet::from_f32(shape[0], shape[1], shape[2], &imgs);
     let out = a.out.clone().unwrap_or_else(|| ck.dir.join("samples"));
     let tag = opts.file_tag(a.n, !a.flags.no_ema);
-    let png = out.join(format!("{tag}.png"));
-    daed_core::train::trainer::save_grid(&png, &set.take(a.n.min(256)))?;
     let npz = out.join(format!("{tag}.npz"));
     let labels = a.class.map(|c| vec![c as i64; set.len()]);
-    daed_io::npz::write_images_npz(&npz, &set, labels.as_deref())?;
+    let png = daed_core::draw::save(&npz, &set, labels.as_deref())?;
     println!(
         "{} images in {secs:.1} s ({} steps from step {} of the model)",
         a.n,

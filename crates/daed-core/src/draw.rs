@@ -9,6 +9,8 @@ use crate::nn::UNet;
 use crate::sample::SampleOptions;
 use crate::train::Checkpoint;
 use crate::Result;
+use daed_io::images::ImageSet;
+use std::path::{Path, PathBuf};
 
 /// Draws `n` images in [-1, 1] (NCHW) from the model of `ck`, whatever its kind, with
 /// the EMA weights (`ema = true`) or the raw ones, `batch` per pass; also returns the model's
@@ -71,4 +73,13 @@ fn draw<M: DiffusionNet>(
     let (net, d) = ck.load_model::<M>(ema, device)?;
     let imgs = net.sample(&d, ck.state.image_shape, n, batch, opts, device, progress)?;
     Ok((imgs, d.num_steps()))
+}
+
+/// Writes drawn images as `daed sample` does: the guided-diffusion `.npz` at `npz` (with `labels`
+/// as `arr_1`) and a grid of the first 256 beside it (`.png`); returns the grid's path.
+pub fn save(npz: &Path, set: &ImageSet, labels: Option<&[i64]>) -> Result<PathBuf> {
+    let png = npz.with_extension("png");
+    crate::train::trainer::save_grid(&png, &set.take(set.len().min(256)))?;
+    daed_io::npz::write_images_npz(npz, set, labels)?;
+    Ok(png)
 }

@@ -354,10 +354,7 @@ impl CurvePlan {
 /// The samples file of `ck` for `s`, checked when it exists: `s.n` images of the checkpoint's
 /// shape (read in full), else `None`.
 fn existing_samples(ck: &Checkpoint, s: &CurveSettings) -> Result<Option<(ImageSet, PathBuf)>> {
-    let npz = ck
-        .dir
-        .join("samples")
-        .join(format!("{}.npz", s.sampling.file_tag(s.n, s.ema)));
+    let npz = samples_path(ck, s);
     if !npz.is_file() {
         return Ok(None);
     }
@@ -379,6 +376,13 @@ fn existing_samples(ck: &Checkpoint, s: &CurveSettings) -> Result<Option<(ImageS
     Ok(Some((set, npz)))
 }
 
+/// Where `daed sample` writes (and the curve reads) the samples of `ck` for `s`.
+fn samples_path(ck: &Checkpoint, s: &CurveSettings) -> PathBuf {
+    ck.dir
+        .join("samples")
+        .join(format!("{}.npz", s.sampling.file_tag(s.n, s.ema)))
+}
+
 /// The samples of one checkpoint: the file `daed sample` writes (`CHECKPOINT/samples/TAG.npz`)
 /// when there, else drawn and written there with its grid.
 fn checkpoint_samples(
@@ -395,10 +399,7 @@ fn checkpoint_samples(
         ));
         return Ok((set, npz, 0.0));
     }
-    let npz = ck
-        .dir
-        .join("samples")
-        .join(format!("{}.npz", s.sampling.file_tag(s.n, s.ema)));
+    let npz = samples_path(ck, s);
     let start = std::time::Instant::now();
     let what = format!("sample, step {}", ck.state.step);
     let mut tick = |k, total| progress.stage(&what, k, total);
@@ -407,8 +408,7 @@ fn checkpoint_samples(
     let secs = start.elapsed().as_secs_f64();
     let [c, h, w] = ck.state.image_shape;
     let set = ImageSet::from_f32(c, h, w, &imgs);
-    crate::train::trainer::save_grid(&npz.with_extension("png"), &set.take(s.n.min(256)))?;
-    daed_io::npz::write_images_npz(&npz, &set, None)?;
+    crate::draw::save(&npz, &set, None)?;
     Ok((set, npz, secs))
 }
 
