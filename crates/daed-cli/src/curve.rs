@@ -25,6 +25,11 @@ pub struct CurveArgs {
     /// Images per sampling forward pass.
     #[arg(long, default_value_t = 64)]
     sample_batch: usize,
+    /// Training hours, comma-separated, at which to extrapolate the FID (labelled so) with a
+    /// power law fitted to log FID against log hours over the points at half the last point's
+    /// training time or more; needs two such points.
+    #[arg(long, value_delimiter = ',')]
+    extrapolate_to: Vec<f64>,
     /// Output directory (default: RUN/quality); the curve is TAG.{md,csv,json,png} there (TAG the
     /// samples' file name stem), and a curve already there gains the new checkpoints.
     #[arg(long)]
@@ -44,6 +49,7 @@ pub fn run(a: CurveArgs) -> Result<()> {
         ema: !a.flags.no_ema,
         steps: a.checkpoints.clone(),
         device: a.common.device.clone(),
+        extrapolate_to: a.extrapolate_to.clone(),
     };
     let out = a.out.clone().unwrap_or_else(|| a.run.join("quality"));
     let plan = CurvePlan::new(&a.run, settings, &reference_label(&a, n), &out)?;

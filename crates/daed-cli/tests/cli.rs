@@ -402,6 +402,15 @@ fn eval_curve_scores_each_checkpoint_reusing_samples_and_refusing_bad_input() {
     );
     let (ok, t) = curve(&["--reference", "demo", "--n", "1"]);
     assert!(!ok && t.contains("--n of at least 2"), "{t}");
+    let (ok, t) = curve(&[
+        "--reference",
+        "demo",
+        "--n",
+        "6",
+        "--extrapolate-to",
+        "8,-1",
+    ]);
+    assert!(!ok && t.contains("--extrapolate-to -1"), "{t}");
     assert!(!out.exists() && !run.join("checkpoints/step_00000004/samples").exists());
 
     let (ok, t) = curve(&["--reference", "demo", "--n", "6"]);
@@ -433,13 +442,31 @@ fn eval_curve_scores_each_checkpoint_reusing_samples_and_refusing_bad_input() {
     assert_eq!(csv.lines().count(), 3, "{csv}");
     assert!(out.join("n6_ddim3_seed0.png").is_file() && out.join("n6_ddim3_seed0.md").is_file());
 
-    // Step 4 again: its samples are reused, the FID is the same bits and step 2 stays.
-    let (ok, t) = curve(&["--reference", "demo", "--n", "6", "--checkpoints", "4"]);
+    // Step 4 again: its samples are reused, the FID is the same bits and step 2 stays; the
+    // extrapolation asked for is the fit's (when both points are in its later half).
+    let (ok, t) = curve(&[
+        "--reference",
+        "demo",
+        "--n",
+        "6",
+        "--checkpoints",
+        "4",
+        "--extrapolate-to",
+        "8",
+    ]);
     assert!(ok && t.contains("step 4: samples from"), "{t}");
     let read = |name: &str| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(out.join(name)).unwrap()).unwrap()
     };
-    assert_eq!(read("n6_ddim3_seed0.json")["points"], json["points"]);
+    let again = read("n6_ddim3_seed0.json");
+    assert_eq!(again["points"], json["points"]);
+    let extrapolated = again["extrapolated"].as_array().unwrap();
+    assert_eq!(extrapolated.len(), usize::from(t2 >= 0.5 * t4), "{again}");
+    if let Some(e) = extrapolated.first() {
+        assert_eq!(e["hours"].as_f64(), Some(8.0));
+        let md = std::fs::read_to_string(out.join("n6_ddim3_seed0.md")).unwrap();
+        assert!(md.contains("extrapolated, not measured"), "{md}");
+    }
     // A curve against another reference is not overwritten.
     let (ok, t) = curve(&["--reference", "mnist", "--n", "6", "--checkpoints", "4"]);
     assert!(

@@ -30,6 +30,8 @@ pub struct CurveSettings {
     pub steps: Vec<u64>,
     /// The device name (auto, flex, cuda, ...).
     pub device: String,
+    /// Training hours at which to extrapolate the FID with a [`PowerLaw`] fitted to the curve.
+    pub extrapolate_to: Vec<f64>,
 }
 
 impl CurveSettings {
@@ -40,6 +42,15 @@ impl CurveSettings {
                 "the curve needs --n of at least 2 (a covariance) and --sample-batch of at least 1"
                     .into(),
             ));
+        }
+        if let Some(h) = self
+            .extrapolate_to
+            .iter()
+            .find(|h| !(h.is_finite() && **h > 0.0))
+        {
+            return Err(Error::Invalid(format!(
+                "--extrapolate-to {h}: training hours must be positive"
+            )));
         }
         self.sampling.validate()
     }
@@ -88,6 +99,68 @@ pub struct Curve {
     pub samples_tag: String,
     /// One point per checkpoint, by step.
     pub points: Vec<CurvePoint>,
+    /// FIDs extrapolated from the points (not measured), when asked for and a fit exists.
+    #[serde(default)]
+    pub extrapolated: Vec<Extrapolated>,
+}
+
+/// A power law `FID = scale * hours^(-exponent)`, fitted by least squares to log FID against
+/// log training hours over the curve's later points: those at half the last point's training
+/// time or more (early points, far from where the curve is heading, are left out).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PowerLaw {
+    /// FID at one hour.
+    pub scale: f64,
+    /// How fast the FID falls: a doubling of training time divides it by `2^exponent`.
+    pub exponent: f64,
+    /// The steps of the points it was fitted to.
+    pub fitted_to: Vec<u64>,
+}
+
+impl PowerLaw {
+    /// The fit to `points`' later half in time; `None` with fewer than two such points at
+    /// distinct times (or a non-positive FID among them).
+    pub fn fit(points: &[CurvePoint]) -> Option<PowerLaw> {
+        let last = points.iter().map(|p| p.train_s).fold(f64::NAN, f64::max);
+        let used: Vec<&CurvePoint> = points
+            .iter()
+            .filter(|p| p.train_s >= 0.5 * last && p.train_s > 0.0 && p.fid > 0.0)
+            .collect();
+        let xy: Vec<(f64, f64)> = used
+            .iter()
+            .map(|p| ((p.train_s / 3600.0).ln(), p.fid.ln()))
+            .collect();
+        let n = xy.len() as f64;
+        let mx = xy.iter().map(|v| v.0).sum::<f64>() / n;
+        let my = xy.iter().map(|v| v.1).sum::<f64>() / n;
+        let sxx: f64 = xy.iter().map(|v| (v.0 - mx).powi(2)).sum();
+        let sxy: f64 = xy.iter().map(|v| (v.0 - mx) * (v.1 - my)).sum();
+        if xy.len() < 2 || sxx.is_nan() || sxx <= 1e-12 {
+            return None;
+        }
+        let slope = sxy / sxx;
+        Some(PowerLaw {
+            scale: (my - slope * mx).exp(),
+            exponent: -slope,
+            fitted_to: used.iter().map(|p| p.step).collect(),
+        })
+    }
+
+    /// The fitted FID after `hours` of training.
+    pub fn at(&self, hours: f64) -> f64 {
+        self.scale * hours.powf(-self.exponent)
+    }
+}
+
+/// An FID the curve's [`PowerLaw`] predicts, not one measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Extrapolated {
+    /// Training hours.
+    pub hours: f64,
+    /// The predicted FID.
+    pub fid: f64,
+    /// The fit it comes from.
+    pub fit: PowerLaw,
 }
 
 /// Training time per step from a run's `log.jsonl`. Each line closes a window of `window` steps
@@ -284,6 +357,7 @@ impl CurvePlan {
             ema: s.ema,
             samples_tag: s.sampling.file_tag(s.n, s.ema),
             points: Vec::new(),
+            extrapolated: Vec::new(),
         }
         .merged_with_existing(out)?;
         Ok(Self {
@@ -345,6 +419,7 @@ impl CurvePlan {
                 sample_s,
             });
             curve.points.sort_by_key(|p| p.step);
+            curve.extrapolate(&s.extrapolate_to);
             curve.write(&self.out)?;
         }
         Ok(curve)
@@ -433,7 +508,39 @@ impl Curve {
                 p.samples.display().to_string(),
             ]);
         }
+        for e in &self.extrapolated {
+            let steps: Vec<String> = e.fit.fitted_to.iter().map(|s| s.to_string()).collect();
+            t.push([
+                "-".to_string(),
+                fmt_f(e.hours * 3600.0, 0),
+                fmt_f(e.hours, 2),
+                "-".to_string(),
+                fmt_f(e.fid, 2),
+                format!(
+                    "extrapolated, not measured: FID = {} * h^-{} fitted to steps {}",
+                    fmt_f(e.fit.scale, 2),
+                    fmt_f(e.fit.exponent, 3),
+                    steps.join(", ")
+                ),
+            ]);
+        }
         t
+    }
+
+    /// Replaces the extrapolated FIDs with the current fit's at each of `hours` (none without a
+    /// fit).
+    pub fn extrapolate(&mut self, hours: &[f64]) {
+        self.extrapolated = match PowerLaw::fit(&self.points) {
+            Some(fit) => hours
+                .iter()
+                .map(|&h| Extrapolated {
+                    hours: h,
+                    fid: fit.at(h),
+                    fit: fit.clone(),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
     }
 
     /// FID against training hours (log scale).
@@ -447,6 +554,19 @@ impl Curve {
             "FID",
         )
         .with(Series::new(self.samples_tag.clone(), xs, ys));
+        if let (Some(e), Some(last)) = (self.extrapolated.first(), self.points.last()) {
+            let from = last.train_s / 3600.0;
+            let to = self
+                .extrapolated
+                .iter()
+                .map(|e| e.hours)
+                .fold(from, f64::max);
+            let xs: Vec<f64> = (0..=24)
+                .map(|i| from + (to - from) * i as f64 / 24.0)
+                .collect();
+            let ys = xs.iter().map(|&h| e.fit.at(h)).collect();
+            panel = panel.with(Series::new("extrapolated (power law)", xs, ys));
+        }
         panel.log_y = true;
         Figure::new(vec![panel])
     }
@@ -583,5 +703,61 @@ mod tests {
         assert_eq!((at.secs, at.estimated_steps), (50.0, 25));
         assert_eq!(c.at(50).unwrap().estimated_steps, 0);
         assert_eq!(c.last_step(), 100);
+    }
+
+    fn point(step: u64, hours: f64, fid: f64) -> CurvePoint {
+        CurvePoint {
+            step,
+            train_s: hours * 3600.0,
+            estimated_steps: 0,
+            loss: None,
+            fid,
+            samples: PathBuf::from("s.npz"),
+            sample_s: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_power_law_fits_the_later_half_and_says_so() {
+        // FID = 60 h^-0.5 from 1 h on; the point at 0.4 h is off the law and left out.
+        let law = |h: f64| 60.0 * h.powf(-0.5);
+        let pts = vec![
+            point(100, 0.4, 500.0),
+            point(250, 1.0, law(1.0)),
+            point(500, 2.0, law(2.0)),
+            point(1000, 4.0, law(4.0)),
+        ];
+        let fit = PowerLaw::fit(&pts).unwrap();
+        assert!((fit.scale - 60.0).abs() < 1e-9 && (fit.exponent - 0.5).abs() < 1e-12);
+        assert_eq!(fit.fitted_to, vec![500, 1000]);
+        assert!((fit.at(16.0) - 15.0).abs() < 1e-9);
+        // One point in the later half, or none at all: no fit.
+        assert_eq!(PowerLaw::fit(&pts[..2]), None);
+        assert_eq!(PowerLaw::fit(&[]), None);
+
+        let mut curve = Curve {
+            run: PathBuf::from("run"),
+            n: 10,
+            reference: "r".into(),
+            ema: true,
+            samples_tag: "t".into(),
+            points: pts,
+            extrapolated: Vec::new(),
+        };
+        curve.extrapolate(&[8.0]);
+        assert_eq!(curve.extrapolated.len(), 1);
+        assert!((curve.extrapolated[0].fid - law(8.0)).abs() < 1e-9);
+        let md = curve.table().to_markdown();
+        assert!(
+            md.contains(
+                "extrapolated, not measured: FID = 60.00 * h^-0.500 fitted to steps 500, 1000"
+            ),
+            "{md}"
+        );
+        assert_eq!(curve.figure().panels[0].series.len(), 2);
+        curve.points.truncate(1);
+        curve.extrapolate(&[8.0]);
+        assert!(curve.extrapolated.is_empty());
+        assert_eq!(curve.figure().panels[0].series.len(), 1);
     }
 }
