@@ -17,3 +17,4 @@ pub mod parallel;
 pub mod pool;
 pub mod precision;
 pub mod softmax;
+pub mod zeros;

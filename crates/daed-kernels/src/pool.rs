@@ -114,7 +114,7 @@ pub fn pool_planes(x: &[f32], [h, w]: [usize; 2], win: Window, reduce: Reduce) -
         return None;
     }
     let planes = x.len() / (h * w);
-    let mut y = vec![0.0f32; planes * ho * wo];
+    let mut y = crate::zeros::zeros(planes * ho * wo);
     let per = (16 * 1024usize).div_ceil(h * w).max(1);
     // Cells of each output column inside the image (for the mean).
     let cols: Vec<f32> = (0..wo)

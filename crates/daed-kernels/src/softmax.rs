@@ -26,7 +26,7 @@ pub fn softmax_backward(y: &[f32], dy: &[f32], row: usize) -> Vec<f32> {
         row > 0 && y.len().is_multiple_of(row) && dy.len() == y.len(),
         "softmax backward: lengths"
     );
-    let mut dx = vec![0.0f32; y.len()];
+    let mut dx = crate::zeros::zeros(y.len());
     let per = (16 * 1024usize).div_ceil(row).max(1) * row;
     dx.par_chunks_mut(per)
         .zip(y.par_chunks(per).zip(dy.par_chunks(per)))

@@ -543,7 +543,7 @@ impl Curve {
         };
     }
 
-    /// FID against training hours (log scale).
+    /// FID against training hours (linear axes: the FIDs of one run span a few-fold range).
     pub fn figure(&self) -> Figure {
         let xs = self.points.iter().map(|p| p.train_s / 3600.0).collect();
         let ys = self.points.iter().map(|p| p.fid).collect();
@@ -567,7 +567,6 @@ impl Curve {
             let ys = xs.iter().map(|&h| e.fit.at(h)).collect();
             panel = panel.with(Series::new("extrapolated (power law)", xs, ys));
         }
-        panel.log_y = true;
         Figure::new(vec![panel])
     }
 

@@ -372,7 +372,7 @@ pub fn forward_grouped(
     assert_eq!(x.len(), g.n * g.x_len(), "conv forward: input length");
     assert_eq!(wt.len(), g.co * g.k(), "conv forward: weight length");
     let (k, p, xl, yl, group) = (g.k(), g.p(), g.x_len(), g.y_len(), group.max(1));
-    let mut y = vec![0.0f32; g.n * yl];
+    let mut y = crate::zeros::zeros(g.n * yl);
     let one = |s: &mut Scratch, ys: &mut [f32], xs: &[f32]| {
         let imgs = xs.len() / xl;
         let ld = imgs * p;
@@ -499,7 +499,7 @@ pub fn backward_grouped(
     assert_eq!(dy.len(), g.n * g.y_len(), "conv backward: gradient length");
     let (k, p, xl, yl, group) = (g.k(), g.p(), g.x_len(), g.y_len(), group.max(1));
     let mut dx = if need.x {
-        vec![0.0f32; g.n * xl]
+        crate::zeros::zeros(g.n * xl)
     } else {
         Vec::new()
     };
@@ -582,13 +582,14 @@ pub fn backward_grouped(
             a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
             a
         });
+    // Each channel's sum on one thread, image by image in order: the same bits at any count.
     let bias = need.bias.then(|| {
         let mut db = vec![0.0f32; g.co];
-        for img in dy.chunks_exact(yl) {
-            for (d, row) in db.iter_mut().zip(img.chunks_exact(p)) {
-                *d += row.iter().sum::<f32>();
+        db.par_iter_mut().enumerate().for_each(|(co, d)| {
+            for img in dy.chunks_exact(yl) {
+                *d += img[co * p..][..p].iter().sum::<f32>();
             }
-        }
+        });
         db
     });
     Grads {

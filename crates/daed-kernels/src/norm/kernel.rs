@@ -46,7 +46,7 @@ pub fn group_stats_backward(x: &[f32], block: usize, stats: &[f32], grad: &[f32]
         "group stats backward: stats"
     );
     assert_eq!(grad.len(), stats.len(), "group stats backward: gradient");
-    let mut dx = vec![0.0f32; x.len()];
+    let mut dx = crate::zeros::zeros(x.len());
     dx.par_chunks_mut(block)
         .zip(x.par_chunks(block))
         .zip(stats.par_chunks(2).zip(grad.par_chunks(2)))
@@ -91,7 +91,7 @@ impl Coefs<'_> {
 /// precision.
 pub fn affine_act(x: &[f32], plane: usize, c: Coefs, silu: bool) -> Vec<f32> {
     c.check(x, plane);
-    let mut y = vec![0.0f32; x.len()];
+    let mut y = crate::zeros::zeros(x.len());
     let per = planes_per_task(plane);
     y.par_chunks_mut(plane * per)
         .zip(x.par_chunks(plane * per))
@@ -136,7 +136,7 @@ pub fn affine_act_backward(
     assert_eq!(dy.len(), x.len(), "affine backward: gradient length");
     let n = c.a.len();
     let mut dx = if need[0] {
-        vec![0.0f32; x.len()]
+        crate::zeros::zeros(x.len())
     } else {
         Vec::new()
     };
