@@ -25,7 +25,8 @@ pub struct CurveArgs {
     /// Images per sampling forward pass.
     #[arg(long, default_value_t = 64)]
     sample_batch: usize,
-    /// Training hours, comma-separated, at which to extrapolate the FID (labelled so) with a
+    /// Training hours past the last checkpoint, comma-separated, at which to extrapolate the
+    /// FID (labelled so; the CSV gets rows with `-` for step and loss) with a
     /// power law fitted to log FID against log hours over the points at half the last point's
     /// training time or more; needs two such points.
     #[arg(long, value_delimiter = ',')]

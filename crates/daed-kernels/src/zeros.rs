@@ -35,7 +35,7 @@ mod tests {
             let mut v = super::zeros(n);
             assert_eq!(v.len(), n);
             assert!(v.iter().all(|x| x.to_bits() == 0), "n = {n}");
-            // Reused memory (the caching allocator's case) is zeroed too.
+            // Memory freed with values in it (tests/zeros_reuse.rs: under the caching allocator).
             v.iter_mut().for_each(|x| *x = 7.0);
             drop(v);
             assert!(super::zeros(n).iter().all(|x| x.to_bits() == 0), "n = {n}");

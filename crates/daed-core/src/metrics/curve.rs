@@ -118,8 +118,8 @@ pub struct PowerLaw {
 }
 
 impl PowerLaw {
-    /// The fit to `points`' later half in time; `None` with fewer than two such points at
-    /// distinct times (or a non-positive FID among them).
+    /// The fit to `points`' later half in time (points with a non-positive FID or training time
+    /// left out); `None` with fewer than two such points at distinct times.
     pub fn fit(points: &[CurvePoint]) -> Option<PowerLaw> {
         let last = points.iter().map(|p| p.train_s).fold(f64::NAN, f64::max);
         let used: Vec<&CurvePoint> = points
@@ -517,9 +517,9 @@ impl Curve {
                 "-".to_string(),
                 fmt_f(e.fid, 2),
                 format!(
-                    "extrapolated, not measured: FID = {} * h^-{} fitted to steps {}",
+                    "extrapolated, not measured: FID = {} * h^{} fitted to steps {}",
                     fmt_f(e.fit.scale, 2),
-                    fmt_f(e.fit.exponent, 3),
+                    fmt_f(-e.fit.exponent, 3),
                     steps.join(", ")
                 ),
             ]);
@@ -527,12 +527,18 @@ impl Curve {
         t
     }
 
-    /// Replaces the extrapolated FIDs with the current fit's at each of `hours` (none without a
-    /// fit).
+    /// Replaces the extrapolated FIDs with the current fit's at each of `hours` past the last
+    /// point (none without a fit; hours the curve has reached are measured, not extrapolated).
     pub fn extrapolate(&mut self, hours: &[f64]) {
+        let last = self
+            .points
+            .iter()
+            .map(|p| p.train_s / 3600.0)
+            .fold(0.0, f64::max);
         self.extrapolated = match PowerLaw::fit(&self.points) {
             Some(fit) => hours
                 .iter()
+                .filter(|&&h| h > last)
                 .map(|&h| Extrapolated {
                     hours: h,
                     fid: fit.at(h),
@@ -743,8 +749,12 @@ mod tests {
             points: pts,
             extrapolated: Vec::new(),
         };
-        curve.extrapolate(&[8.0]);
-        assert_eq!(curve.extrapolated.len(), 1);
+        curve.extrapolate(&[3.0, 8.0]);
+        assert_eq!(
+            curve.extrapolated.len(),
+            1,
+            "3 hours were reached: not extrapolated"
+        );
         assert!((curve.extrapolated[0].fid - law(8.0)).abs() < 1e-9);
         let md = curve.table().to_markdown();
         assert!(

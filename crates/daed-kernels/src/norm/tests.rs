@@ -91,3 +91,29 @@ fn without_autodiff_the_fused_forward_is_used_and_agrees() {
     assert_close(st.clone().narrow(2, 0, 1), m, 1e-5, "mean");
     assert_close(st.narrow(2, 1, 1), r, 1e-4, "rstd");
 }
+
+#[test]
+fn strided_views_give_the_bits_of_their_contiguous_copies() {
+    // A channel slice and a transposed view, as a concatenation's gradient or a permute gives.
+    let d = Device::flex();
+    let x = Tensor::<4>::random([4, 8, 64, 48], Distribution::Normal(0.5, 2.0), &d);
+    let views = [x.clone().narrow(1, 2, 4), x.clone().swap_dims(2, 3)];
+    for v in views {
+        let copy = Tensor::<4>::from_data(v.to_data(), &d);
+        let (m, r) = super::group_stats(v.clone(), 4, 1e-5);
+        let (mc, rc) = super::group_stats(copy.clone(), 4, 1e-5);
+        assert_eq!(m.into_data(), mc.into_data());
+        assert_eq!(r.into_data(), rc.into_data());
+        let c = v_channels(&copy);
+        let coefs = || Tensor::<2>::random([4, c], Distribution::Normal(0.0, 1.0), &d);
+        let (cm, ca, co) = (coefs(), coefs(), coefs());
+        let y = super::affine_act(v.clone(), [cm.clone(), ca.clone(), co.clone()], true);
+        let yc = super::affine_act(copy, [cm, ca, co], true);
+        assert_eq!(y.into_data(), yc.into_data());
+    }
+}
+
+/// The channel count of a `[B, C, H, W]` tensor.
+fn v_channels(x: &Tensor<4>) -> usize {
+    x.dims()[1]
+}
