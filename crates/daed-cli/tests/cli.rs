@@ -23,6 +23,22 @@ fn tmp(name: &str) -> std::path::PathBuf {
     d
 }
 
+/// Writes `text` as `d/c.toml`, trains it into `d/run` and returns the run directory.
+fn train_config(d: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let cfg = d.join("c.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let run = d.join("run");
+    let (ok, t) = daed(&[
+        "train",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(ok, "{t}");
+    run
+}
+
 /// The demo preset shrunk to a few seconds: 2 steps, 8 channels, 5 sampling steps, 4 samples.
 fn tiny_demo_config() -> String {
     include_str!("../../../configs/demo.toml")
@@ -345,21 +361,11 @@ fn bench_times_a_tiny_case_and_writes_json() {
 #[test]
 fn eval_curve_scores_each_checkpoint_reusing_samples_and_refusing_bad_input() {
     let d = tmp("curve");
-    let cfg = d.join("c.toml");
     let text = tiny_demo_config()
         .replace("steps = 2", "steps = 4")
         .replace("log_every = 50", "log_every = 1")
         .replace("checkpoint_every = 200", "checkpoint_every = 2");
-    std::fs::write(&cfg, text).unwrap();
-    let run = d.join("run");
-    let (ok, t) = daed(&[
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ]);
-    assert!(ok, "{t}");
+    let run = train_config(&d, &text);
     let ck2 = run.join("checkpoints/step_00000002");
     // `daed sample` names its file as the curve does: the curve reuses it at step 2.
     let (ok, t) = daed(&[

@@ -323,6 +323,8 @@ pub struct CurvePlan {
     pub out: PathBuf,
     /// The curve so far: the points already in `out` for the same run, samples and reference.
     pub curve: Curve,
+    /// The device `settings.device` names, resolved once.
+    device: burn::tensor::Device,
 }
 
 impl CurvePlan {
@@ -366,6 +368,7 @@ impl CurvePlan {
             clock,
             out: out.to_path_buf(),
             curve,
+            device,
         })
     }
 
@@ -378,8 +381,7 @@ impl CurvePlan {
         features: &mut dyn FnMut(&ImageSet, &str) -> Result<SetFeatures>,
         progress: &mut dyn CurveProgress,
     ) -> Result<Curve> {
-        let s = &self.settings;
-        let device = crate::device::resolve(&s.device)?;
+        let (s, device) = (&self.settings, &self.device);
         let mut curve = self.curve.clone();
         let which = MetricSet {
             fid: true,
@@ -387,7 +389,7 @@ impl CurvePlan {
         };
         for ck in &self.checkpoints {
             let step = ck.state.step;
-            let (set, samples, mut sample_s) = checkpoint_samples(ck, s, &device, progress)?;
+            let (set, samples, mut sample_s) = checkpoint_samples(ck, s, device, progress)?;
             let f = features(&set, &format!("features, step {step}"))?;
             let fid = compute_metrics(&f, reference, which, "")?
                 .fid
