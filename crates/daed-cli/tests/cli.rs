@@ -113,21 +113,12 @@ fn commands_reject_bad_input_with_clear_errors() {
 #[test]
 fn train_resume_sample_and_analyze_end_to_end() {
     let d = tmp("e2e");
-    let cfg = d.join("c.toml");
     let text = tiny_demo_config().replace(
         "checkpoint_every = 200",
         "checkpoint_every = 200\ndynamics_every = 1\ndynamics_points = 4",
     );
-    std::fs::write(&cfg, text).unwrap();
-    let run = d.join("run");
-    let (ok, t) = daed(&[
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ]);
-    assert!(ok, "{t}");
+    let run = train_config(&d, &text);
+    let cfg = d.join("c.toml");
     // A second plain start refuses to overwrite; --resume latest continues.
     let (ok, t) = daed(&[
         "train",
