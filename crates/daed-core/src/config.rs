@@ -228,6 +228,9 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Anneal the learning rate linearly to 0 over `steps` (`lr_anneal_steps`).
     pub lr_anneal: bool,
+    /// With `lr_anneal`: anneal over the last N steps only; the learning rate is `lr` until
+    /// `steps - N` and falls linearly to 0 at `steps` (0, or N >= steps: the whole run).
+    pub lr_anneal_last: u64,
     /// Clip the global gradient norm (0 = off; improved-diffusion does not clip).
     pub grad_clip: f64,
     /// EMA rate (`ema_rate`).
@@ -335,6 +338,7 @@ impl Default for TrainConfig {
             lr: 1e-4,
             weight_decay: 0.0,
             lr_anneal: false,
+            lr_anneal_last: 0,
             grad_clip: 0.0,
             ema_rate: 0.9999,
             seed: 0,
@@ -520,6 +524,12 @@ impl ExperimentConfig {
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return bad(format!("train.lr must be positive, got {}", t.lr));
+        }
+        if t.lr_anneal_last > 0 && !t.lr_anneal {
+            return bad(format!(
+                "train.lr_anneal_last = {} needs train.lr_anneal = true",
+                t.lr_anneal_last
+            ));
         }
         non_negative("train.weight_decay", t.weight_decay).map_err(Error::Invalid)?;
         non_negative("train.grad_clip (0 = off)", t.grad_clip).map_err(Error::Invalid)?;

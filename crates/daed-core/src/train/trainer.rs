@@ -238,14 +238,19 @@ impl<M: DiffusionNet> Trainer<M> {
         &self.devices[0]
     }
 
-    /// Current learning rate (linear anneal to 0 when asked).
+    /// Current learning rate (with `lr_anneal`, linear to 0 at `steps` over the last
+    /// `lr_anneal_last` steps, or over all of them).
     pub fn lr(&self) -> f64 {
         let t = &self.cfg.train;
-        if t.lr_anneal {
-            t.lr * (1.0 - self.step as f64 / t.steps.max(1) as f64)
-        } else {
-            t.lr
+        let span = match t.lr_anneal_last {
+            0 => t.steps,
+            n => n.min(t.steps),
+        };
+        let start = t.steps - span;
+        if !t.lr_anneal || self.step < start {
+            return t.lr;
         }
+        t.lr * (1.0 - (self.step - start) as f64 / span.max(1) as f64).max(0.0)
     }
 
     /// One optimiser step.
