@@ -23,18 +23,25 @@ fn tmp(name: &str) -> std::path::PathBuf {
     d
 }
 
-/// Writes `text` as `d/c.toml`, trains it into `d/run` and returns the run directory.
-fn train_config(d: &std::path::Path, text: &str) -> std::path::PathBuf {
-    let cfg = d.join("c.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let run = d.join("run");
-    let (ok, t) = daed(&[
+/// `daed train --config cfg --out run` with `extra` arguments: success and output.
+fn train(cfg: &std::path::Path, run: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    let mut args = vec![
         "train",
         "--config",
         cfg.to_str().unwrap(),
         "--out",
         run.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    daed(&args)
+}
+
+/// Writes `text` as `d/c.toml`, trains it into `d/run` and returns the run directory.
+fn train_config(d: &std::path::Path, text: &str) -> std::path::PathBuf {
+    let cfg = d.join("c.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let run = d.join("run");
+    let (ok, t) = train(&cfg, &run, &[]);
     assert!(ok, "{t}");
     run
 }
@@ -120,25 +127,9 @@ fn train_resume_sample_and_analyze_end_to_end() {
     let run = train_config(&d, &text);
     let cfg = d.join("c.toml");
     // A second plain start refuses to overwrite; --resume latest continues.
-    let (ok, t) = daed(&[
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let (ok, t) = train(&cfg, &run, &[]);
     assert!(!ok && t.contains("--resume"), "{t}");
-    let (ok, t) = daed(&[
-        "train",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--steps",
-        "3",
-        "--resume",
-        "latest",
-    ]);
+    let (ok, t) = train(&cfg, &run, &["--steps", "3", "--resume", "latest"]);
     assert!(ok && t.contains("starting at step 2"), "{t}");
     let (ok, t) = daed(&[
         "sample",
@@ -198,13 +189,7 @@ fn daed_two_stage_sample_and_transfer_end_to_end() {
     let d = tmp("daed");
     std::fs::write(d.join("ddgm.toml"), tiny_demo_config()).unwrap();
     let ddgm = d.join("ddgm");
-    let (ok, t) = daed(&[
-        "train",
-        "--config",
-        d.join("ddgm.toml").to_str().unwrap(),
-        "--out",
-        ddgm.to_str().unwrap(),
-    ]);
+    let (ok, t) = train(&d.join("ddgm.toml"), &ddgm, &[]);
     assert!(ok, "{t}");
     let dae_cfg = format!(
         "model = \"daed\"\n{}\n[daed]\nbeta1 = 0.1\nmode = \"two-stage\"\nddgm = \"{}\"\n",
@@ -213,13 +198,7 @@ fn daed_two_stage_sample_and_transfer_end_to_end() {
     );
     std::fs::write(d.join("dae.toml"), dae_cfg).unwrap();
     let dae = d.join("dae");
-    let (ok, t) = daed(&[
-        "train",
-        "--config",
-        d.join("dae.toml").to_str().unwrap(),
-        "--out",
-        dae.to_str().unwrap(),
-    ]);
+    let (ok, t) = train(&d.join("dae.toml"), &dae, &[]);
     assert!(ok && t.contains("daed with"), "{t}");
     let (ok, t) = daed(&[
         "sample",
