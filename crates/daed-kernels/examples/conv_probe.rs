@@ -4,12 +4,16 @@
 //! FID Inception's stem.
 //!
 //! `cargo run --release -p daed-kernels --example conv_probe [batch]`
+//! `cargo run --release -p daed-kernels --example conv_probe winograd [batch]`: Winograd F(4x4,
+//! 3x3) against im2col + GEMM on the U-Nets' 3x3 shapes (forward, input and weight gradients;
+//! milliseconds, two alternating rounds each).
 use std::time::Instant;
 
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
-use daed_kernels::conv::kernel::{self, Geom, Need};
+use daed_kernels::conv::kernel::{self, Engine, Geom, Need};
+use daed_kernels::conv::winograd;
 use daed_kernels::precision::{bf16_supported, scope, Precision};
 
 /// Best of three timed runs after one warm-up, in seconds.
@@ -25,10 +29,15 @@ fn time<F: FnMut()>(mut f: F) -> f64 {
 }
 
 fn main() {
-    let b: usize = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let wino = args.first().is_some_and(|a| a == "winograd");
+    let b: usize = args
+        .get(usize::from(wino))
         .and_then(|s| s.parse().ok())
-        .unwrap_or(16);
+        .unwrap_or(if wino { 32 } else { 16 });
+    if wino {
+        return winograd_vs_im2col(b);
+    }
     let d = Device::flex();
     let all = Need {
         x: true,
@@ -109,6 +118,75 @@ fn main() {
             gf(tb_one, 2.0),
             gf(tb_grp, 2.0)
         );
+    }
+}
+
+/// Winograd against im2col, A B A B, on the U-Nets' 3x3 convolutions at batch `b`.
+fn winograd_vs_im2col(b: usize) {
+    println!("batch {b}; ms, im2col -> winograd, two rounds each");
+    println!("| shape | forward | input gradient | weight gradient |");
+    println!("|---|---|---|---|");
+    let shapes = [
+        (128, 128, 32),
+        (256, 256, 16),
+        (256, 256, 8),
+        (512, 256, 8),
+        (256, 256, 4),
+        (64, 64, 28),
+        (32, 32, 28),
+        (64, 64, 14),
+        (128, 64, 7),
+        (128, 128, 7),
+    ];
+    for (c, co, h) in shapes {
+        let g = Geom::new([b, c, h, h], [co, c, 3, 3], [1, 1], [1, 1]).expect("valid shape");
+        let fill = |n: usize, m: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| ((i * m) % 1000) as f32 / 500.0 - 1.0)
+                .collect()
+        };
+        let (x, w, dy) = (
+            fill(g.n * g.x_len(), 7919),
+            fill(g.co * g.k(), 104729),
+            fill(g.n * g.y_len(), 31),
+        );
+        let engine = Engine {
+            par: if b < rayon::current_num_threads() {
+                gemm::Parallelism::Rayon(0)
+            } else {
+                gemm::Parallelism::None
+            },
+            bf16: false,
+        };
+        // As `kernel::backward` groups images.
+        let group = 128usize.div_ceil(g.p());
+        let pair = |a: &dyn Fn(), w: &dyn Fn()| {
+            (0..2)
+                .map(|_| format!("{:.1} -> {:.1}", time(a) * 1e3, time(w) * 1e3))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let need = |x: bool| Need {
+            x,
+            weight: !x,
+            bias: false,
+        };
+        let bb = |n: Need| kernel::backward_grouped(&g, &x, &w, &dy, n, group, engine);
+        let fwd = pair(
+            &|| {
+                drop(std::hint::black_box(kernel::forward_grouped(
+                    &g, &x, &w, None, 1, engine,
+                )))
+            },
+            &|| drop(std::hint::black_box(winograd::forward(&g, &x, &w, None))),
+        );
+        let dx = pair(&|| drop(std::hint::black_box(bb(need(true)))), &|| {
+            drop(std::hint::black_box(winograd::input_gradient(&g, &w, &dy)))
+        });
+        let dw = pair(&|| drop(std::hint::black_box(bb(need(false)))), &|| {
+            drop(std::hint::black_box(winograd::weight_gradient(&g, &x, &dy)))
+        });
+        println!("| {c}->{co} {h}x{h} | {fwd} | {dx} | {dw} |");
     }
 }
 

@@ -2,11 +2,12 @@
 //!
 //! Each operation is a burn backend extension with a hand-written backward step, so the model
 //! code (daed-core's `nn`) calls one function that runs this kernel on flex and burn's own
-//! operations on every other backend (CUDA, libtorch): `conv` (im2col + GEMM, forward and all
-//! gradients), `norm` (GroupNorm statistics; per-channel multiply-add + SiLU), `softmax` (last
-//! dimension), `pool` (max / inside-mean, inference), `parallel` (the two halves of a batch on two
-//! threads, inference). `DAED_CONV=burn`, `DAED_NORM=burn`, `DAED_SOFTMAX=burn` and
-//! `DAED_POOL=burn` switch back to burn's operations. `alloc` keeps large freed blocks for reuse.
+//! operations on every other backend (CUDA, libtorch): `conv` (im2col + GEMM, and Winograd
+//! F(4x4, 3x3) for 3x3 stride-1 convolutions; forward and all gradients), `norm` (GroupNorm
+//! statistics; per-channel multiply-add + SiLU), `softmax` (last dimension), `pool` (max /
+//! inside-mean, inference), `parallel` (the two halves of a batch on two threads, inference).
+//! `DAED_CONV=burn`, `DAED_NORM=burn`, `DAED_SOFTMAX=burn` and `DAED_POOL=burn` switch back to
+//! burn's operations, `DAED_WINOGRAD=0` to im2col. `alloc` keeps large freed blocks for reuse.
 pub mod alloc;
 mod bf16;
 pub mod conv;

@@ -195,7 +195,7 @@ pub(crate) struct Mat {
 }
 
 impl Mat {
-    fn rows(s: &[f32], cols: usize) -> Self {
+    pub(super) fn rows(s: &[f32], cols: usize) -> Self {
         Self {
             ptr: s.as_ptr(),
             rs: cols as isize,
@@ -204,7 +204,7 @@ impl Mat {
     }
 
     /// The transpose of the row-major `rows x cols` matrix in `s`.
-    fn transposed(s: &[f32], cols: usize) -> Self {
+    pub(super) fn transposed(s: &[f32], cols: usize) -> Self {
         Self {
             ptr: s.as_ptr(),
             rs: 1,
@@ -241,7 +241,14 @@ impl Engine {
 }
 
 /// `dst (m x n, row-major) [+]= lhs (m x k) * rhs (k x n)`, with `[m, n, k] = mnk`.
-fn matmul(dst: &mut [f32], [m, n, k]: [usize; 3], acc: bool, lhs: Mat, rhs: Mat, engine: Engine) {
+pub(super) fn matmul(
+    dst: &mut [f32],
+    [m, n, k]: [usize; 3],
+    acc: bool,
+    lhs: Mat,
+    rhs: Mat,
+    engine: Engine,
+) {
     matmul_strided(dst, n, [m, n, k], acc, lhs, rhs, engine);
 }
 
@@ -330,7 +337,7 @@ fn plan(g: &Geom, columns: usize) -> (usize, Engine) {
 
 /// A raw pointer to the input gradient, written by groups of images at disjoint offsets.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub(super) struct SharedOut(pub(super) *mut f32);
 // SAFETY: every group writes only its own block of the buffer.
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
@@ -341,7 +348,7 @@ impl SharedOut {
     /// # Safety
     /// The range lies inside the buffer, which outlives the slice, and no other slice overlaps it.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
+    pub(super) unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
         unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
     }
 }
@@ -355,7 +362,11 @@ struct Scratch {
 }
 
 /// Forward convolution of `x` (`n` images) with `wt` and an optional bias: `n * co * ho * wo`.
+/// 3x3, stride-1, padding-1 convolutions run as Winograd F(4x4, 3x3) ([`super::winograd`]).
 pub fn forward(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    if super::winograd::applies(g) {
+        return super::winograd::forward(g, x, wt, bias);
+    }
     let (group, engine) = plan(g, 1);
     forward_grouped(g, x, wt, bias, group, engine)
 }
@@ -479,7 +490,18 @@ pub struct Grads {
 }
 
 /// The gradients with respect to the input, weight and bias, given the output gradient `dy`.
+/// The input gradient of a 3x3, stride-1, padding-1 convolution runs as Winograd
+/// ([`super::winograd::input_gradient`]).
 pub fn backward(g: &Geom, x: &[f32], wt: &[f32], dy: &[f32], need: Need) -> Grads {
+    if super::winograd::applies(g) {
+        return Grads {
+            x: need.x.then(|| super::winograd::input_gradient(g, wt, dy)),
+            weight: need
+                .weight
+                .then(|| super::winograd::weight_gradient(g, x, dy)),
+            bias: need.bias.then(|| bias_gradient(g, dy)),
+        };
+    }
     let (group, engine) = plan(g, BACKWARD_COLUMNS);
     backward_grouped(g, x, wt, dy, need, group, engine)
 }
@@ -582,16 +604,7 @@ pub fn backward_grouped(
             a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
             a
         });
-    // Each channel's sum on one thread, image by image in order: the same bits at any count.
-    let bias = need.bias.then(|| {
-        let mut db = vec![0.0f32; g.co];
-        db.par_iter_mut().enumerate().for_each(|(co, d)| {
-            for img in dy.chunks_exact(yl) {
-                *d += img[co * p..][..p].iter().sum::<f32>();
-            }
-        });
-        db
-    });
+    let bias = need.bias.then(|| bias_gradient(g, dy));
     Grads {
         x: need.x.then_some(dx),
         weight: need
@@ -601,8 +614,21 @@ pub fn backward_grouped(
     }
 }
 
+/// The bias gradient: each channel's sum on one thread, image by image in order (the same bits
+/// at any thread count).
+fn bias_gradient(g: &Geom, dy: &[f32]) -> Vec<f32> {
+    let (p, yl) = (g.p(), g.y_len());
+    let mut db = vec![0.0f32; g.co];
+    db.par_iter_mut().enumerate().for_each(|(co, d)| {
+        for img in dy.chunks_exact(yl) {
+            *d += img[co * p..][..p].iter().sum::<f32>();
+        }
+    });
+    db
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Direct convolution in f64, the reference.
@@ -637,7 +663,8 @@ mod tests {
         y
     }
 
-    fn data(len: usize, seed: u32) -> Vec<f32> {
+    /// `len` values in [-1, 1] from a xorshift seeded with `seed`.
+    pub(in crate::conv) fn data(len: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
         (0..len)
             .map(|_| {

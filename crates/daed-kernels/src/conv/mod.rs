@@ -5,12 +5,15 @@
 //! convolution and the weight gradient through a convolution whose "kernel" is the whole image.
 //! Profiles of the CIFAR-10 U-Net showed that bookkeeping, mostly on one core, next to the GEMMs.
 //! [`kernel`] does im2col + one GEMM per image, images spread over the threads, and gets all three
-//! gradients in one pass. It is wired in through burn's backend-extension mechanism: the
+//! gradients in one pass; 3x3, stride-1, padding-1 convolutions with at least 16 channels in and
+//! out (most of a U-Net's) run as Winograd F(4x4, 3x3) instead ([`winograd`]: forward, input and
+//! weight gradients, a quarter of the multiplications; `DAED_WINOGRAD=0` turns it off). It is wired in through burn's backend-extension mechanism: the
 //! [`ConvExt`] operation has a flex implementation and an `Autodiff<Flex>` one with its own
 //! backward step. Other backends (CUDA, libtorch), grouped or dilated convolutions, asymmetric
 //! padding, convolutions without a bias and non-f32 tensors keep burn's convolution; so does
 //! everything when `DAED_CONV=burn`.
 pub mod kernel;
+pub mod winograd;
 
 use burn::nn::conv::Conv2d;
 use burn::nn::PaddingConfig2d;

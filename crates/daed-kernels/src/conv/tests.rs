@@ -13,8 +13,10 @@ fn assert_close<const D: usize>(a: Tensor<D>, b: Tensor<D>, what: &str) {
 /// Input shape, weight shape, stride, padding.
 type Case = ([usize; 4], [usize; 4], [usize; 2], [usize; 2]);
 
-const CASES: [Case; 4] = [
+const CASES: [Case; 5] = [
     ([3, 4, 8, 8], [6, 4, 3, 3], [1, 1], [1, 1]),
+    // Enough channels for Winograd (forward and input gradient), an odd side.
+    ([2, 16, 7, 7], [17, 16, 3, 3], [1, 1], [1, 1]),
     ([2, 5, 9, 9], [4, 5, 3, 3], [2, 2], [1, 1]),
     ([4, 6, 5, 5], [3, 6, 1, 1], [1, 1], [0, 0]),
     ([1, 3, 7, 7], [2, 3, 1, 7], [1, 1], [0, 3]),

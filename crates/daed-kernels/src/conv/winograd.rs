@@ -1,0 +1,789 @@
+//! Winograd F(4x4, 3x3): 3x3, stride-1, padding-1 convolutions with 36 products per 4x4 output
+//! tile and input channel instead of im2col's 144 (Lavin and Gray, "Fast Algorithms for
+//! Convolutional Neural Networks", CVPR 2016; interpolation points 0, 1, -1, 2, -2, infinity).
+//!
+//! The 4x4 output tiles of the whole batch are cut into blocks of [`BLOCK`] tiles. Per block, the
+//! 6x6 input patch of every tile and channel is transformed (`B^T d B`), 36 GEMMs multiply the
+//! transformed weights (`G g G^T`, one `co x ci` matrix per entry) by the transformed patches,
+//! and each output channel's 36 products go back to a 4x4 tile (`A^T m A`). Blocks are fixed by
+//! the shapes alone and each output is one GEMM sum inside one block, so the bits do not depend
+//! on the thread count; the transforms use no fused multiply-adds, so they do not depend on the
+//! CPU's features either.
+//!
+//! The input gradient of such a convolution is the same convolution of the output gradient with
+//! the kernels flipped and the channel axes swapped ([`input_gradient`]). The weight gradient
+//! ([`weight_gradient`]) is the adjoint of the forward: since `y = A^T (U . V) A` per tile, the
+//! gradient of `U` is `(A dy A^T) . V` summed over tiles (36 GEMMs of `co x tiles` by
+//! `tiles x ci`), and that of the kernel `G^T dU G`. `DAED_WINOGRAD=0` turns this path off
+//! (the im2col path runs instead).
+use std::ops::Range;
+use std::sync::OnceLock;
+
+use rayon::prelude::*;
+
+use super::kernel::{matmul, Engine, Geom, Mat, SharedOut};
+
+/// Side of an input patch.
+const TILE: usize = 6;
+/// Side of an output tile.
+const OUT: usize = 4;
+/// Entries of a transformed patch: one GEMM each.
+const E: usize = TILE * TILE;
+/// Tiles transformed together (one SIMD register of f32 with AVX).
+const LANES: usize = 8;
+/// Tiles per block: the GEMMs' column count (a multiple of [`LANES`]).
+const BLOCK: usize = 64;
+/// Tiles per block of the weight gradient: the GEMMs' inner dimension, longer so that each
+/// pass over the `co x ci` accumulators does more work.
+const BLOCK_DW: usize = 256;
+/// The weight gradient is summed in at most this many fixed chunks of blocks, each on one
+/// thread, then the chunks in order: the same bits at any thread count.
+const DW_CHUNKS: usize = 8;
+/// Fewer channels than this in or out: im2col's longer GEMM does better.
+const MIN_CHANNELS: usize = 16;
+
+/// `B^T`: input patch -> transformed patch (rows) .
+const BT: [[f32; TILE]; TILE] = [
+    [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
+    [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
+    [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
+    [0.0, -2.0, -1.0, 2.0, 1.0, 0.0],
+    [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
+    [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
+];
+
+/// `G`: 3x3 kernel -> transformed kernel (rows).
+const G: [[f32; 3]; TILE] = [
+    [1.0 / 4.0, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
+/// `A^T`: products -> output tile (rows).
+const AT: [[f32; TILE]; OUT] = [
+    [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+    [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
+    [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
+    [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
+];
+
+/// `$plain(args)`, or its AVX2 twin `$wide(args)` where the CPU has AVX2.
+macro_rules! wide {
+    ($plain:ident, $wide:ident, $($arg:expr),* $(,)?) => {{
+        #[cfg(target_arch = "x86_64")]
+        if avx2() {
+            // SAFETY: the CPU has AVX2.
+            unsafe { $wide($($arg),*) }
+        } else {
+            $plain($($arg),*)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        $plain($($arg),*)
+    }};
+}
+
+/// Whether a convolution of this geometry runs here: 3x3, stride 1, padding 1, at least
+/// [`MIN_CHANNELS`] channels in and out, f32 (bf16 keeps im2col), not turned off.
+pub fn applies(g: &Geom) -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("DAED_WINOGRAD").map_or(true, |v| v.trim() != "0"))
+        && fits(g)
+        && !crate::precision::bf16_active()
+}
+
+/// The geometry part of [`applies`].
+fn fits(g: &Geom) -> bool {
+    (g.kh, g.kw, g.sh, g.sw, g.ph, g.pw) == (3, 3, 1, 1, 1, 1)
+        && g.ci >= MIN_CHANNELS
+        && g.co >= MIN_CHANNELS
+}
+
+/// Forward convolution (`n * co * ho * wo`), for a geometry that [`fits`].
+pub fn forward(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    assert!(
+        fits(g),
+        "winograd: not a 3x3, stride-1, padding-1 convolution"
+    );
+    assert_eq!(x.len(), g.n * g.x_len(), "winograd: input length");
+    assert_eq!(wt.len(), g.co * g.k(), "winograd: weight length");
+    let u = transform_weights(g.co, g.ci, wt);
+    convolve(g, x, &u, bias)
+}
+
+/// The input gradient (`n * ci * h * w`) given the output gradient `dy`: the convolution of `dy`
+/// with `w'[i][o] = w[o][i]` flipped in both spatial axes.
+pub fn input_gradient(g: &Geom, wt: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (co, ci) = (g.co, g.ci);
+    let gt = Geom::new([g.n, co, g.ho, g.wo], [ci, co, 3, 3], [1, 1], [1, 1])
+        .expect("winograd: the transposed geometry of a fitting one fits");
+    let mut flipped = vec![0.0f32; wt.len()];
+    for (o, kernels) in wt.chunks_exact(ci * 9).enumerate() {
+        for (i, kernel) in kernels.chunks_exact(9).enumerate() {
+            let dst = &mut flipped[(i * co + o) * 9..][..9];
+            for (k, &v) in kernel.iter().enumerate() {
+                dst[8 - k] = v;
+            }
+        }
+    }
+    forward(&gt, dy, &flipped, None)
+}
+
+/// The weight gradient (`co * ci * 3 * 3`) given the input `x` and the output gradient `dy`.
+pub fn weight_gradient(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert!(
+        fits(g),
+        "winograd: not a 3x3, stride-1, padding-1 convolution"
+    );
+    assert_eq!(x.len(), g.n * g.x_len(), "winograd: input length");
+    assert_eq!(dy.len(), g.n * g.y_len(), "winograd: gradient length");
+    let tiles = Tiles::new(g);
+    let blocks = tiles.count.div_ceil(BLOCK_DW);
+    let per_chunk = blocks.div_ceil(blocks.clamp(1, DW_CHUNKS)).max(1);
+    let chunks = blocks.div_ceil(per_chunk);
+    let engine = engine(chunks);
+    let partial: Vec<Vec<f32>> = (0..chunks)
+        .into_par_iter()
+        .map(|c| {
+            let mut s = Scratch::default();
+            let mut du = crate::zeros::zeros(E * g.co * g.ci);
+            for b in c * per_chunk..((c + 1) * per_chunk).min(blocks) {
+                tiles.block(b, BLOCK_DW, &mut s.pos);
+                dw_block(g, x, dy, &mut s, &mut du, engine);
+            }
+            kernel_gradient(g.co, g.ci, &du)
+        })
+        .collect();
+    sum_in_order(partial)
+}
+
+/// The element-wise sum of `parts`, each element's terms added in the order of `parts`
+/// (elements in parallel).
+fn sum_in_order(mut parts: Vec<Vec<f32>>) -> Vec<f32> {
+    let rest = parts.split_off(1);
+    let mut sum = parts.pop().unwrap_or_default();
+    const CHUNK: usize = 1 << 14;
+    sum.par_chunks_mut(CHUNK).enumerate().for_each(|(i, dst)| {
+        for part in &rest {
+            for (d, v) in dst.iter_mut().zip(&part[i * CHUNK..]) {
+                *d += v;
+            }
+        }
+    });
+    sum
+}
+
+/// `m` (or its transpose) in the top-left corner of a 6x6 matrix of zeros, for [`left`] and
+/// [`right`].
+const fn padded<const R: usize, const C: usize>(
+    m: [[f32; C]; R],
+    transpose: bool,
+) -> [[f32; TILE]; TILE] {
+    let mut out = [[0.0f32; TILE]; TILE];
+    let mut r = 0;
+    while r < R {
+        let mut c = 0;
+        while c < C {
+            if transpose {
+                out[c][r] = m[r][c];
+            } else {
+                out[r][c] = m[r][c];
+            }
+            c += 1;
+        }
+        r += 1;
+    }
+    out
+}
+
+/// `G` (6x3) with zero columns.
+const G6: [[f32; TILE]; TILE] = padded(G, false);
+/// `A` (6x4, `A^T` transposed) with zero columns.
+const A6: [[f32; TILE]; TILE] = padded(AT, true);
+/// `G^T` (3x6) with zero rows.
+const GT6: [[f32; TILE]; TILE] = padded(G, true);
+
+/// `U[e][o][i]`: the kernel `wt[o][i]` as `G g G^T`, its 36 entries in 36 `co x ci` planes.
+/// Output channels in parallel, [`LANES`] input channels at a time.
+fn transform_weights(co: usize, ci: usize, wt: &[f32]) -> Vec<f32> {
+    let plane = co * ci;
+    let mut u = crate::zeros::zeros(E * plane);
+    let out = SharedOut(u.as_mut_ptr());
+    wt.par_chunks_exact(ci * 9)
+        .enumerate()
+        .for_each(|(o, kernels)| wide!(weights_of, weights_avx2, kernels, o, plane, out));
+    u
+}
+
+/// [`weights_of`] for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn weights_avx2(kernels: &[f32], o: usize, plane: usize, out: SharedOut) {
+    weights_of(kernels, o, plane, out)
+}
+
+/// The transformed kernels of output channel `o` (its `ci` kernels in `kernels`) into `out`.
+#[inline(always)]
+fn weights_of(kernels: &[f32], o: usize, plane: usize, out: SharedOut) {
+    let ci = kernels.len() / 9;
+    for i0 in (0..ci).step_by(LANES) {
+        let lanes = LANES.min(ci - i0);
+        let mut k = [[[0.0f32; LANES]; TILE]; TILE];
+        for lane in 0..lanes {
+            let kernel = &kernels[(i0 + lane) * 9..][..9];
+            for (r, row) in kernel.chunks_exact(3).enumerate() {
+                for (q, &v) in row.iter().enumerate() {
+                    k[r][q][lane] = v;
+                }
+            }
+        }
+        let t = left(&G6, &k);
+        let t = right(&t, &G6);
+        for (e, val) in t.iter().flatten().enumerate() {
+            // SAFETY: entries (o, i0..i0 + lanes) of plane e belong to this call alone.
+            let dst = unsafe { out.slice(e * plane + o * ci + i0, lanes) };
+            dst.copy_from_slice(&val[..lanes]);
+        }
+    }
+}
+
+/// Where one output tile sits: its image and its top-left output pixel.
+#[derive(Clone, Copy)]
+struct Pos {
+    img: usize,
+    oy: usize,
+    ox: usize,
+}
+
+/// The 4x4 output tiles of a batch, numbered image by image, row by row.
+struct Tiles {
+    th: usize,
+    tw: usize,
+    count: usize,
+}
+
+impl Tiles {
+    fn new(g: &Geom) -> Self {
+        let (th, tw) = (g.ho.div_ceil(OUT), g.wo.div_ceil(OUT));
+        Self {
+            th,
+            tw,
+            count: g.n * th * tw,
+        }
+    }
+
+    /// Where tile `t` sits.
+    fn pos(&self, t: usize) -> Pos {
+        let per_image = self.th * self.tw;
+        Pos {
+            img: t / per_image,
+            oy: t % per_image / self.tw * OUT,
+            ox: t % self.tw * OUT,
+        }
+    }
+
+    /// The positions of block `b` of `len` tiles, into `pos`.
+    fn block(&self, b: usize, len: usize, pos: &mut Vec<Pos>) {
+        pos.clear();
+        pos.extend((b * len..((b + 1) * len).min(self.count)).map(|t| self.pos(t)));
+    }
+}
+
+/// GEMMs single-threaded when there are at least as many `jobs` as threads, else each on all
+/// threads (gemm splits output tiles only: the same sums).
+fn engine(jobs: usize) -> Engine {
+    let threads = rayon::current_num_threads().max(1);
+    Engine {
+        par: if jobs < threads {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        },
+        bf16: false,
+    }
+}
+
+/// The convolution of `x` with the transformed weights `u`, block by block.
+fn convolve(g: &Geom, x: &[f32], u: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let tiles = Tiles::new(g);
+    let mut y = crate::zeros::zeros(g.n * g.y_len());
+    let blocks = tiles.count.div_ceil(BLOCK);
+    let engine = engine(blocks);
+    let out = SharedOut(y.as_mut_ptr());
+    (0..blocks)
+        .into_par_iter()
+        .for_each_init(Scratch::default, |s, b| {
+            tiles.block(b, BLOCK, &mut s.pos);
+            block(g, x, u, bias, s, engine, out);
+        });
+    y
+}
+
+/// Per-thread buffers: tile positions, transformed patches, products.
+#[derive(Default)]
+struct Scratch {
+    pos: Vec<Pos>,
+    v: Vec<f32>,
+    m: Vec<f32>,
+}
+
+impl Scratch {
+    /// Sizes `v` and `m` for the tiles in `pos` and transforms their input patches into `v`;
+    /// returns the padded tile count (the planes' row length).
+    fn patches(&mut self, g: &Geom, x: &[f32]) -> usize {
+        let ld = self.pos.len().next_multiple_of(LANES);
+        self.v.resize(E * g.ci * ld, 0.0);
+        self.m.resize(E * g.co * ld, 0.0);
+        let (pos, v) = (&self.pos, &mut self.v);
+        wide!(transform_input, transform_input_avx2, g, x, pos, v, ld);
+        ld
+    }
+}
+
+/// One block of tiles: transform, 36 GEMMs, transform back into `out`.
+fn block(
+    g: &Geom,
+    x: &[f32],
+    u: &[f32],
+    bias: Option<&[f32]>,
+    s: &mut Scratch,
+    engine: Engine,
+    out: SharedOut,
+) {
+    let (ci, co, ld) = (g.ci, g.co, s.patches(g, x));
+    for e in 0..E {
+        matmul(
+            &mut s.m[e * co * ld..][..co * ld],
+            [co, ld, ci],
+            false,
+            Mat::rows(&u[e * co * ci..][..co * ci], ci),
+            Mat::rows(&s.v[e * ci * ld..][..ci * ld], ld),
+            engine,
+        );
+    }
+    wide!(
+        transform_output,
+        transform_output_avx2,
+        g,
+        &s.m,
+        ld,
+        &s.pos,
+        bias,
+        out
+    );
+}
+
+/// One block of the weight gradient: the block's transformed patches `V` and transformed output
+/// gradients `A dy A^T`, and `du[e] += (A dy A^T)[e] V[e]^T` for each of the 36 entries.
+fn dw_block(g: &Geom, x: &[f32], dy: &[f32], s: &mut Scratch, du: &mut [f32], engine: Engine) {
+    let (ci, co, ld) = (g.ci, g.co, s.patches(g, x));
+    wide!(
+        transform_grad,
+        transform_grad_avx2,
+        g,
+        dy,
+        &s.pos,
+        &mut s.m,
+        ld
+    );
+    for e in 0..E {
+        matmul(
+            &mut du[e * co * ci..][..co * ci],
+            [co, ci, ld],
+            true,
+            Mat::rows(&s.m[e * co * ld..][..co * ld], ld),
+            Mat::transposed(&s.v[e * ci * ld..][..ci * ld], ld),
+            engine,
+        );
+    }
+}
+
+/// Whether the CPU has AVX2: the transforms then run compiled for it (wider registers for the
+/// same operations, no fused multiply-adds: the same bits).
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// [`transform_input`] for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transform_input_avx2(g: &Geom, x: &[f32], pos: &[Pos], v: &mut [f32], ld: usize) {
+    transform_input(g, x, pos, v, ld)
+}
+
+/// [`transform_grad`] for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transform_grad_avx2(g: &Geom, dy: &[f32], pos: &[Pos], m: &mut [f32], ld: usize) {
+    transform_grad(g, dy, pos, m, ld)
+}
+
+/// [`kernel_gradient_of`] for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn kernel_gradient_avx2(du: &[f32], o: usize, co: usize, ci: usize, dw: &mut [f32]) {
+    kernel_gradient_of(du, o, co, ci, dw)
+}
+
+/// [`transform_output`] for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn transform_output_avx2(
+    g: &Geom,
+    m: &[f32],
+    ld: usize,
+    pos: &[Pos],
+    bias: Option<&[f32]>,
+    out: SharedOut,
+) {
+    transform_output(g, m, ld, pos, bias, out)
+}
+
+/// `LANES` tiles' worth of one matrix entry.
+type Lanes = [f32; LANES];
+
+/// `rows x TILE` lanes `m` times `TILE x TILE` (or `OUT x TILE`) matrix `mt` transposed:
+/// `out[r][j] = sum_q m[r][q] * mt[j][q]`, terms in order of `q`, zero entries skipped.
+#[inline(always)]
+fn right<const R: usize, const J: usize>(
+    m: &[[Lanes; TILE]; R],
+    mt: &[[f32; TILE]; J],
+) -> [[Lanes; J]; R] {
+    let mut out = [[[0.0f32; LANES]; J]; R];
+    for (orow, mrow) in out.iter_mut().zip(m) {
+        for (o, coef) in orow.iter_mut().zip(mt) {
+            for (&c, v) in coef.iter().zip(mrow) {
+                if c != 0.0 {
+                    for (a, b) in o.iter_mut().zip(v) {
+                        *a += c * b;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `mt (J x TILE) * m (TILE x C)` lanes: `out[i][c] = sum_r mt[i][r] * m[r][c]`.
+#[inline(always)]
+fn left<const J: usize, const C: usize>(
+    mt: &[[f32; TILE]; J],
+    m: &[[Lanes; C]; TILE],
+) -> [[Lanes; C]; J] {
+    let mut out = [[[0.0f32; LANES]; C]; J];
+    for (orow, coef) in out.iter_mut().zip(mt) {
+        for (&c, mrow) in coef.iter().zip(m) {
+            if c != 0.0 {
+                for (o, v) in orow.iter_mut().zip(mrow) {
+                    for (a, b) in o.iter_mut().zip(v) {
+                        *a += c * b;
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `B^T d B` of every tile's 6x6 patch, channel by channel, into `v` (36 planes of `ci x ld`).
+#[inline(always)]
+fn transform_input(g: &Geom, x: &[f32], pos: &[Pos], v: &mut [f32], ld: usize) {
+    let (ci, hw) = (g.ci, g.h * g.w);
+    for c in 0..ci {
+        for (l0, chunk) in (0..ld).step_by(LANES).zip(pos.chunks(LANES)) {
+            let mut d = [[[0.0f32; LANES]; TILE]; TILE];
+            for (lane, p) in chunk.iter().enumerate() {
+                let plane = &x[(p.img * ci + c) * hw..][..hw];
+                gather(g, plane, p, |r, q, val| d[r][q][lane] = val);
+            }
+            let t = right(&d, &BT);
+            let t = left(&BT, &t);
+            for (e, val) in t.iter().flatten().enumerate() {
+                v[(e * ci + c) * ld + l0..][..LANES].copy_from_slice(val);
+            }
+        }
+    }
+}
+
+/// Calls `put(r, q, value)` for the entries of the 6x6 patch of tile `p` that lie inside the
+/// image (the others stay zero: the padding).
+#[inline(always)]
+fn gather(g: &Geom, plane: &[f32], p: &Pos, mut put: impl FnMut(usize, usize, f32)) {
+    // The patch starts one pixel above and left of the tile (padding 1).
+    let (y0, x0) = (p.oy as isize - 1, p.ox as isize - 1);
+    let rows = Range {
+        start: (-y0).max(0) as usize,
+        end: (g.h as isize - y0).min(TILE as isize) as usize,
+    };
+    let cols = Range {
+        start: (-x0).max(0) as usize,
+        end: (g.w as isize - x0).min(TILE as isize) as usize,
+    };
+    for r in rows {
+        let row = &plane[(y0 + r as isize) as usize * g.w..][..g.w];
+        for q in cols.clone() {
+            put(r, q, row[(x0 + q as isize) as usize]);
+        }
+    }
+}
+
+/// `A^T m A` of every tile and output channel, plus the bias, into the inside of the output.
+#[inline(always)]
+fn transform_output(
+    g: &Geom,
+    m: &[f32],
+    ld: usize,
+    pos: &[Pos],
+    bias: Option<&[f32]>,
+    out: SharedOut,
+) {
+    let (co, p) = (g.co, g.p());
+    for o in 0..co {
+        let b = bias.map_or(0.0, |b| b[o]);
+        for (l0, chunk) in (0..ld).step_by(LANES).zip(pos.chunks(LANES)) {
+            let mut mm = [[[0.0f32; LANES]; TILE]; TILE];
+            for (e, val) in mm.iter_mut().flatten().enumerate() {
+                val.copy_from_slice(&m[(e * co + o) * ld + l0..][..LANES]);
+            }
+            let t = right(&mm, &AT);
+            let t = left(&AT, &t);
+            for (lane, pt) in chunk.iter().enumerate() {
+                let base = (pt.img * co + o) * p;
+                let cols = OUT.min(g.wo - pt.ox);
+                for (i, row) in t.iter().enumerate().take(OUT.min(g.ho - pt.oy)) {
+                    // SAFETY: this tile's pixels of channel `o` belong to this tile alone, and
+                    // the `cols` pixels from (oy + i, ox) lie inside the output.
+                    let dst = unsafe { out.slice(base + (pt.oy + i) * g.wo + pt.ox, cols) };
+                    for (d, val) in dst.iter_mut().zip(row) {
+                        *d = val[lane] + b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `A dy A^T` of every tile's 4x4 output gradient (zero outside the output), channel by
+/// channel, into `m` (36 planes of `co x ld`).
+#[inline(always)]
+fn transform_grad(g: &Geom, dy: &[f32], pos: &[Pos], m: &mut [f32], ld: usize) {
+    let (co, p) = (g.co, g.p());
+    for o in 0..co {
+        for (l0, chunk) in (0..ld).step_by(LANES).zip(pos.chunks(LANES)) {
+            let mut d = [[[0.0f32; LANES]; TILE]; TILE];
+            for (lane, pt) in chunk.iter().enumerate() {
+                let plane = &dy[(pt.img * co + o) * p..][..p];
+                let cols = OUT.min(g.wo - pt.ox);
+                for (i, row) in d.iter_mut().enumerate().take(OUT.min(g.ho - pt.oy)) {
+                    let src = &plane[(pt.oy + i) * g.wo + pt.ox..][..cols];
+                    for (dst, &v) in row.iter_mut().zip(src) {
+                        dst[lane] = v;
+                    }
+                }
+            }
+            let t = left(&A6, &d);
+            let t = right(&t, &A6);
+            for (e, val) in t.iter().flatten().enumerate() {
+                m[(e * co + o) * ld + l0..][..LANES].copy_from_slice(val);
+            }
+        }
+    }
+}
+
+/// The kernels' gradient (`co * ci * 9`) from that of the transformed kernels, `G^T dU G`.
+fn kernel_gradient(co: usize, ci: usize, du: &[f32]) -> Vec<f32> {
+    let mut dw = crate::zeros::zeros(co * ci * 9);
+    dw.par_chunks_mut(ci * 9)
+        .enumerate()
+        .for_each(|(o, dw)| wide!(kernel_gradient_of, kernel_gradient_avx2, du, o, co, ci, dw));
+    dw
+}
+
+/// [`kernel_gradient`] for output channel `o`: its `ci` kernels' gradients into `dw`.
+#[inline(always)]
+fn kernel_gradient_of(du: &[f32], o: usize, co: usize, ci: usize, dw: &mut [f32]) {
+    let plane = co * ci;
+    for i0 in (0..ci).step_by(LANES) {
+        let lanes = LANES.min(ci - i0);
+        let mut d = [[[0.0f32; LANES]; TILE]; TILE];
+        for (e, val) in d.iter_mut().flatten().enumerate() {
+            val[..lanes].copy_from_slice(&du[e * plane + o * ci + i0..][..lanes]);
+        }
+        let t = left(&GT6, &d);
+        let t = right(&t, &GT6);
+        for lane in 0..lanes {
+            let kernel = &mut dw[(i0 + lane) * 9..][..9];
+            for (r, row) in kernel.chunks_exact_mut(3).enumerate() {
+                for (c, v) in row.iter_mut().enumerate() {
+                    *v = t[r][c][lane];
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::kernel::tests::data;
+    use super::super::kernel::{backward_grouped, forward_grouped, Need};
+    use super::*;
+
+    /// Input and weight shapes: odd sides (tiles over the edge), one-pixel images, more tiles
+    /// than a block, channel counts at and over the minimum.
+    const CASES: [([usize; 4], [usize; 4]); 6] = [
+        ([2, 16, 8, 8], [16, 16, 3, 3]),
+        ([3, 17, 7, 7], [20, 17, 3, 3]),
+        ([1, 16, 1, 1], [16, 16, 3, 3]),
+        ([2, 24, 5, 11], [16, 24, 3, 3]),
+        ([5, 16, 16, 14], [32, 16, 3, 3]),
+        ([1, 32, 2, 3], [17, 32, 3, 3]),
+    ];
+
+    /// Agreement with im2col to `tol` of each output's scale: the sum of the magnitudes of its
+    /// terms (computed as the convolution of |x| with |w|).
+    fn close(ours: &[f32], im2col: &[f32], scale: &[f32], tol: f32, what: &str) {
+        assert_eq!(ours.len(), im2col.len(), "{what}: length");
+        for (i, ((a, b), s)) in ours.iter().zip(im2col).zip(scale).enumerate() {
+            assert!(
+                (a - b).abs() <= tol * (s + 1e-3),
+                "{what}[{i}]: {a} vs {b} (scale {s})"
+            );
+        }
+    }
+
+    fn abs(v: &[f32]) -> Vec<f32> {
+        v.iter().map(|v| v.abs()).collect()
+    }
+
+    #[test]
+    fn forward_matches_im2col() {
+        for (i, (xs, ws)) in CASES.into_iter().enumerate() {
+            let g = Geom::new(xs, ws, [1, 1], [1, 1]).unwrap();
+            assert!(fits(&g));
+            let x = data(g.n * g.x_len(), i as u32);
+            let w = data(g.co * g.k(), 50 + i as u32);
+            let b = data(g.co, 90 + i as u32);
+            let scale = forward_grouped(&g, &abs(&x), &abs(&w), None, 1, Engine::F32);
+            let want = forward_grouped(&g, &x, &w, Some(&b), 1, Engine::F32);
+            close(&forward(&g, &x, &w, Some(&b)), &want, &scale, 1e-5, "y");
+            let want = forward_grouped(&g, &x, &w, None, 1, Engine::F32);
+            close(
+                &forward(&g, &x, &w, None),
+                &want,
+                &scale,
+                1e-5,
+                "y (no bias)",
+            );
+        }
+    }
+
+    #[test]
+    fn input_gradient_matches_im2col() {
+        let need = Need {
+            x: true,
+            weight: false,
+            bias: false,
+        };
+        for (i, (xs, ws)) in CASES.into_iter().enumerate() {
+            let g = Geom::new(xs, ws, [1, 1], [1, 1]).unwrap();
+            let x = data(g.n * g.x_len(), i as u32);
+            let w = data(g.co * g.k(), 50 + i as u32);
+            let dy = data(g.n * g.y_len(), 70 + i as u32);
+            let want = backward_grouped(&g, &x, &w, &dy, need, 1, Engine::F32).x;
+            let scale = backward_grouped(&g, &x, &abs(&w), &abs(&dy), need, 1, Engine::F32).x;
+            let ours = input_gradient(&g, &w, &dy);
+            close(&ours, &want.unwrap(), &scale.unwrap(), 1e-5, "dx");
+        }
+    }
+
+    /// The weight gradient's tolerance: its rounding is relative to the transformed patches and
+    /// gradients (coefficients up to 8 and 25 after both passes), not to the few terms of a
+    /// gradient whose image is mostly padding; the worst seen was 1.3e-5 of the scale, on the
+    /// one-pixel image (the others at most 2.2e-6, as the forward and input gradient).
+    const DW_TOL: f32 = 3e-5;
+
+    /// The weight gradient of `g` against im2col's, on inputs drawn from `seed`.
+    fn check_weight_gradient(g: &Geom, seed: u32) {
+        let need = Need {
+            x: false,
+            weight: true,
+            bias: false,
+        };
+        let x = data(g.n * g.x_len(), seed);
+        let w = data(g.co * g.k(), 50 + seed);
+        let dy = data(g.n * g.y_len(), 70 + seed);
+        let want = backward_grouped(g, &x, &w, &dy, need, 1, Engine::F32).weight;
+        let scale = backward_grouped(g, &abs(&x), &w, &abs(&dy), need, 1, Engine::F32).weight;
+        let ours = weight_gradient(g, &x, &dy);
+        close(&ours, &want.unwrap(), &scale.unwrap(), DW_TOL, "dw");
+    }
+
+    #[test]
+    fn weight_gradient_matches_im2col() {
+        for (i, (xs, ws)) in CASES.into_iter().enumerate() {
+            check_weight_gradient(&Geom::new(xs, ws, [1, 1], [1, 1]).unwrap(), i as u32);
+        }
+    }
+
+    /// More tiles than one chunk of weight-gradient blocks holds: the chunks' sum.
+    #[test]
+    fn weight_gradient_over_many_chunks_matches_im2col() {
+        // 16 tiles per image, 150 images: 2400 tiles, 10 blocks, 5 chunks of 2.
+        let g = Geom::new([150, 16, 13, 16], [16, 16, 3, 3], [1, 1], [1, 1]).unwrap();
+        check_weight_gradient(&g, 5);
+    }
+
+    /// The same bits at 1, 2, 3 and 4 threads, with one block (the GEMMs on all threads) and
+    /// with many.
+    #[test]
+    fn bits_do_not_depend_on_threads() {
+        for (xs, ws) in [
+            ([1, 16, 8, 8], [16, 16, 3, 3]),
+            ([9, 16, 16, 16], [24, 16, 3, 3]),
+            ([40, 16, 16, 16], [16, 16, 3, 3]),
+        ] {
+            let g = Geom::new(xs, ws, [1, 1], [1, 1]).unwrap();
+            let x = data(g.n * g.x_len(), 1);
+            let w = data(g.co * g.k(), 2);
+            let dy = data(g.n * g.y_len(), 3);
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    (
+                        forward(&g, &x, &w, None),
+                        input_gradient(&g, &w, &dy),
+                        weight_gradient(&g, &x, &dy),
+                    )
+                })
+            };
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            let one = run(1);
+            for threads in [2, 3, 4] {
+                let other = run(threads);
+                assert_eq!(bits(&one.0), bits(&other.0), "{xs:?}: y at {threads}");
+                assert_eq!(bits(&one.1), bits(&other.1), "{xs:?}: dx at {threads}");
+                assert_eq!(bits(&one.2), bits(&other.2), "{xs:?}: dw at {threads}");
+            }
+        }
+    }
+
+    #[test]
+    fn only_plain_3x3_convolutions_with_enough_channels_fit() {
+        let fit = |xs, ws, s, p| fits(&Geom::new(xs, ws, s, p).unwrap());
+        assert!(fit([1, 16, 4, 4], [16, 16, 3, 3], [1, 1], [1, 1]));
+        assert!(!fit([1, 15, 4, 4], [16, 15, 3, 3], [1, 1], [1, 1]));
+        assert!(!fit([1, 16, 4, 4], [15, 16, 3, 3], [1, 1], [1, 1]));
+        assert!(!fit([1, 16, 8, 8], [16, 16, 3, 3], [2, 2], [1, 1]));
+        assert!(!fit([1, 16, 8, 8], [16, 16, 3, 3], [1, 1], [0, 0]));
+        assert!(!fit([1, 16, 8, 8], [16, 16, 1, 1], [1, 1], [0, 0]));
+        assert!(!fit([1, 16, 8, 8], [16, 16, 5, 5], [1, 1], [1, 1]));
+    }
+}
