@@ -150,14 +150,7 @@ fn winograd_vs_im2col(b: usize) {
             fill(g.co * g.k(), 104729),
             fill(g.n * g.y_len(), 31),
         );
-        let engine = Engine {
-            par: if b < rayon::current_num_threads() {
-                gemm::Parallelism::Rayon(0)
-            } else {
-                gemm::Parallelism::None
-            },
-            bf16: false,
-        };
+        let engine = Engine::for_jobs(b);
         // As `kernel::backward` groups images.
         let group = 128usize.div_ceil(g.p());
         let pair = |a: &dyn Fn(), w: &dyn Fn()| {

@@ -238,6 +238,20 @@ impl Engine {
         par: gemm::Parallelism::None,
         bf16: false,
     };
+
+    /// f32 GEMMs for `jobs` independent pieces of work shared out over rayon's threads:
+    /// single-threaded when there are at least as many jobs as threads, else each GEMM on all
+    /// threads (gemm splits only output tiles over threads, so its sums do not depend on their
+    /// number).
+    pub fn for_jobs(jobs: usize) -> Self {
+        let threads = rayon::current_num_threads().max(1);
+        let par = if jobs < threads && threads > 1 {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        };
+        Self { par, bf16: false }
+    }
 }
 
 /// `dst (m x n, row-major) [+]= lhs (m x k) * rhs (k x n)`, with `[m, n, k] = mnk`.
@@ -322,23 +336,46 @@ const DW_CHUNKS: usize = 8;
 /// GEMM itself runs on all of them (gemm splits only output tiles over threads, so its sums do
 /// not depend on their number).
 fn plan(g: &Geom, columns: usize) -> (usize, Engine) {
-    let threads = rayon::current_num_threads().max(1);
     let by_size = (MAX_COL / (g.k() * g.p()).max(1)).max(1);
     // Independent of the thread count: the group sets the weight gradient's summation order.
     let group = columns.div_ceil(g.p()).min(by_size).max(1);
-    let par = if g.n < threads && threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
     let bf16 = crate::precision::bf16_active();
-    (group, Engine { par, bf16 })
+    (
+        group,
+        Engine {
+            bf16,
+            ..Engine::for_jobs(g.n)
+        },
+    )
 }
 
-/// A raw pointer to the input gradient, written by groups of images at disjoint offsets.
+/// How `items` are cut into at most [`DW_CHUNKS`] contiguous chunks, fixed by their number
+/// alone: `(items per chunk, chunks)`.
+pub(super) fn fixed_chunks(items: usize) -> (usize, usize) {
+    let per_chunk = items.div_ceil(items.clamp(1, DW_CHUNKS)).max(1);
+    (per_chunk, items.div_ceil(per_chunk))
+}
+
+/// The element-wise sum of `parts`, each element's terms added in the order of `parts`
+/// (elements in parallel): the same bits at any thread count.
+pub(super) fn sum_in_order(mut parts: Vec<Vec<f32>>) -> Vec<f32> {
+    let rest = parts.split_off(1.min(parts.len()));
+    let mut sum = parts.pop().unwrap_or_default();
+    const CHUNK: usize = 1 << 14;
+    sum.par_chunks_mut(CHUNK).enumerate().for_each(|(i, dst)| {
+        for part in &rest {
+            for (d, v) in dst.iter_mut().zip(&part[i * CHUNK..]) {
+                *d += v;
+            }
+        }
+    });
+    sum
+}
+
+/// A raw pointer to an output buffer, written by several threads at disjoint offsets.
 #[derive(Clone, Copy)]
 pub(super) struct SharedOut(pub(super) *mut f32);
-// SAFETY: every group writes only its own block of the buffer.
+// SAFETY: every writer writes only its own elements of the buffer.
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
@@ -490,8 +527,8 @@ pub struct Grads {
 }
 
 /// The gradients with respect to the input, weight and bias, given the output gradient `dy`.
-/// The input gradient of a 3x3, stride-1, padding-1 convolution runs as Winograd
-/// ([`super::winograd::input_gradient`]).
+/// The input and weight gradients of a 3x3, stride-1, padding-1 convolution run as Winograd
+/// ([`super::winograd`]).
 pub fn backward(g: &Geom, x: &[f32], wt: &[f32], dy: &[f32], need: Need) -> Grads {
     if super::winograd::applies(g) {
         return Grads {
@@ -587,8 +624,8 @@ pub fn backward_grouped(
     // A fixed split of the groups into contiguous chunks, each summed in order on one thread,
     // then the chunks summed in order: the same bits on every run and at any thread count.
     let groups = g.n.div_ceil(group);
-    let per_chunk = groups.div_ceil(groups.clamp(1, DW_CHUNKS)).max(1);
-    let partial: Vec<Vec<f32>> = (0..groups.div_ceil(per_chunk))
+    let (per_chunk, chunks) = fixed_chunks(groups);
+    let partial: Vec<Vec<f32>> = (0..chunks)
         .into_par_iter()
         .map(|c| {
             let end = ((c + 1) * per_chunk).min(groups);
@@ -597,13 +634,8 @@ pub fn backward_grouped(
                 .dw
         })
         .collect();
-    let dw = partial
-        .into_iter()
-        .filter(|dw| !dw.is_empty())
-        .reduce(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
-        });
+    let partial: Vec<Vec<f32>> = partial.into_iter().filter(|dw| !dw.is_empty()).collect();
+    let dw = (!partial.is_empty()).then(|| sum_in_order(partial));
     let bias = need.bias.then(|| bias_gradient(g, dy));
     Grads {
         x: need.x.then_some(dx),

@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::kernel::{matmul, Engine, Geom, Mat, SharedOut};
+use super::kernel::{fixed_chunks, matmul, sum_in_order, Engine, Geom, Mat, SharedOut};
 
 /// Side of an input patch.
 const TILE: usize = 6;
@@ -36,9 +36,6 @@ const BLOCK: usize = 64;
 /// Tiles per block of the weight gradient: the GEMMs' inner dimension, longer so that each
 /// pass over the `co x ci` accumulators does more work.
 const BLOCK_DW: usize = 256;
-/// The weight gradient is summed in at most this many fixed chunks of blocks, each on one
-/// thread, then the chunks in order: the same bits at any thread count.
-const DW_CHUNKS: usize = 8;
 /// Fewer channels than this in or out: im2col's longer GEMM does better.
 const MIN_CHANNELS: usize = 16;
 
@@ -120,14 +117,17 @@ pub fn input_gradient(g: &Geom, wt: &[f32], dy: &[f32]) -> Vec<f32> {
     let gt = Geom::new([g.n, co, g.ho, g.wo], [ci, co, 3, 3], [1, 1], [1, 1])
         .expect("winograd: the transposed geometry of a fitting one fits");
     let mut flipped = vec![0.0f32; wt.len()];
-    for (o, kernels) in wt.chunks_exact(ci * 9).enumerate() {
-        for (i, kernel) in kernels.chunks_exact(9).enumerate() {
-            let dst = &mut flipped[(i * co + o) * 9..][..9];
-            for (k, &v) in kernel.iter().enumerate() {
-                dst[8 - k] = v;
+    flipped
+        .par_chunks_mut(co * 9)
+        .enumerate()
+        .for_each(|(i, kernels)| {
+            for (o, dst) in kernels.chunks_exact_mut(9).enumerate() {
+                let src = &wt[(o * ci + i) * 9..][..9];
+                for (k, &v) in src.iter().enumerate() {
+                    dst[8 - k] = v;
+                }
             }
-        }
-    }
+        });
     forward(&gt, dy, &flipped, None)
 }
 
@@ -140,10 +140,11 @@ pub fn weight_gradient(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     assert_eq!(x.len(), g.n * g.x_len(), "winograd: input length");
     assert_eq!(dy.len(), g.n * g.y_len(), "winograd: gradient length");
     let tiles = Tiles::new(g);
+    // Fixed chunks of blocks, each summed on one thread, then the chunks in order: the same
+    // bits at any thread count.
     let blocks = tiles.count.div_ceil(BLOCK_DW);
-    let per_chunk = blocks.div_ceil(blocks.clamp(1, DW_CHUNKS)).max(1);
-    let chunks = blocks.div_ceil(per_chunk);
-    let engine = engine(chunks);
+    let (per_chunk, chunks) = fixed_chunks(blocks);
+    let engine = Engine::for_jobs(chunks);
     let partial: Vec<Vec<f32>> = (0..chunks)
         .into_par_iter()
         .map(|c| {
@@ -157,22 +158,6 @@ pub fn weight_gradient(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         })
         .collect();
     sum_in_order(partial)
-}
-
-/// The element-wise sum of `parts`, each element's terms added in the order of `parts`
-/// (elements in parallel).
-fn sum_in_order(mut parts: Vec<Vec<f32>>) -> Vec<f32> {
-    let rest = parts.split_off(1);
-    let mut sum = parts.pop().unwrap_or_default();
-    const CHUNK: usize = 1 << 14;
-    sum.par_chunks_mut(CHUNK).enumerate().for_each(|(i, dst)| {
-        for part in &rest {
-            for (d, v) in dst.iter_mut().zip(&part[i * CHUNK..]) {
-                *d += v;
-            }
-        }
-    });
-    sum
 }
 
 /// `m` (or its transpose) in the top-left corner of a 6x6 matrix of zeros, for [`left`] and
@@ -291,26 +276,12 @@ impl Tiles {
     }
 }
 
-/// GEMMs single-threaded when there are at least as many `jobs` as threads, else each on all
-/// threads (gemm splits output tiles only: the same sums).
-fn engine(jobs: usize) -> Engine {
-    let threads = rayon::current_num_threads().max(1);
-    Engine {
-        par: if jobs < threads {
-            gemm::Parallelism::Rayon(threads)
-        } else {
-            gemm::Parallelism::None
-        },
-        bf16: false,
-    }
-}
-
 /// The convolution of `x` with the transformed weights `u`, block by block.
 fn convolve(g: &Geom, x: &[f32], u: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let tiles = Tiles::new(g);
     let mut y = crate::zeros::zeros(g.n * g.y_len());
     let blocks = tiles.count.div_ceil(BLOCK);
-    let engine = engine(blocks);
+    let engine = Engine::for_jobs(blocks);
     let out = SharedOut(y.as_mut_ptr());
     (0..blocks)
         .into_par_iter()
