@@ -14,8 +14,8 @@ pub(crate) fn enabled(cell: &'static OnceLock<bool>, var: &str) -> bool {
 /// Whether `x` is an f32 tensor on flex; with `autodiff`, flex under autodiff counts too.
 pub(crate) fn on_flex<const D: usize>(x: &Tensor<D>, autodiff: bool) -> bool {
     let device = x.device();
-    x.dtype() == DType::F32
-        && (device == Device::flex() || (autodiff && device == Device::flex().autodiff()))
+    // A flex device under autodiff compares equal to `Device::flex()`: ask it directly.
+    x.dtype() == DType::F32 && device == Device::flex() && (autodiff || !device.is_autodiff())
 }
 
 /// The tensor as f32 values in one contiguous run: kept as it is when it already is (a view

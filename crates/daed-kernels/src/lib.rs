@@ -4,11 +4,14 @@
 //! code (daed-core's `nn`) calls one function that runs this kernel on flex and burn's own
 //! operations on every other backend (CUDA, libtorch): `conv` (im2col + GEMM, and Winograd
 //! F(4x4, 3x3) for 3x3 stride-1 convolutions; forward and all gradients), `norm` (GroupNorm
-//! statistics; per-channel multiply-add + SiLU), `softmax` (last dimension), `pool` (max /
-//! inside-mean, inference), `parallel` (the two halves of a batch on two threads, inference).
-//! `DAED_CONV=burn`, `DAED_NORM=burn`, `DAED_SOFTMAX=burn` and `DAED_POOL=burn` switch back to
-//! burn's operations, `DAED_WINOGRAD=0` to im2col. `alloc` keeps large freed blocks for reuse.
+//! statistics; per-channel multiply-add + SiLU), `softmax` (last dimension), `attention` (fused
+//! per block of queries, inference), `vexp` (eight-lane `exp` under the softmax and the SiLU),
+//! `pool` (max / inside-mean, inference), `parallel` (the two halves of a batch on two threads,
+//! inference). `DAED_CONV=burn`, `DAED_NORM=burn`, `DAED_SOFTMAX=burn`, `DAED_ATTENTION=burn`
+//! and `DAED_POOL=burn` switch back to burn's operations, `DAED_WINOGRAD=0` to im2col. `alloc`
+//! keeps large freed blocks for reuse.
 pub mod alloc;
+pub mod attention;
 mod bf16;
 pub mod conv;
 #[cfg(feature = "flex")]
@@ -18,4 +21,5 @@ pub mod parallel;
 pub mod pool;
 pub mod precision;
 pub mod softmax;
+pub mod vexp;
 pub mod zeros;

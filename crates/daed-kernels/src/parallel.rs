@@ -61,3 +61,13 @@ pub fn on_halves<T: Send>(
 pub fn cat_batches<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     Tensor::cat(vec![a, b], 0)
 }
+
+/// Test helper: `f` run on a rayon pool of `threads` threads.
+#[cfg(test)]
+pub(crate) fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .expect("test thread pool")
+        .install(f)
+}

@@ -19,6 +19,40 @@ pub fn softmax_last<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     burn_softmax(x, D - 1)
 }
 
+/// Softmax over rows of `row` elements, rows in parallel (each row whole on one thread: the
+/// same bits at any thread count).
+pub fn softmax_forward(x: &[f32], row: usize) -> Vec<f32> {
+    assert!(
+        row > 0 && x.len().is_multiple_of(row),
+        "softmax forward: lengths"
+    );
+    let mut y = crate::zeros::zeros(x.len());
+    let per = rows_per_task(row) * row;
+    y.par_chunks_mut(per)
+        .zip(x.par_chunks(per))
+        .for_each(|(y, x)| {
+            y.copy_from_slice(x);
+            crate::vexp::softmax_in_place(y, row);
+        });
+    y
+}
+
+/// [`softmax_forward`] overwriting its input.
+pub fn softmax_in_place(v: &mut [f32], row: usize) {
+    assert!(
+        row > 0 && v.len().is_multiple_of(row),
+        "softmax forward: lengths"
+    );
+    let per = rows_per_task(row) * row;
+    v.par_chunks_mut(per)
+        .for_each(|v| crate::vexp::softmax_in_place(v, row));
+}
+
+/// Rows of `row` elements per rayon task: at least 16 Ki elements.
+fn rows_per_task(row: usize) -> usize {
+    (16 * 1024usize).div_ceil(row).max(1)
+}
+
 /// Input gradient of a softmax over rows of `row` elements, from its output `y` and the output
 /// gradient `dy`.
 pub fn softmax_backward(y: &[f32], dy: &[f32], row: usize) -> Vec<f32> {
@@ -27,16 +61,12 @@ pub fn softmax_backward(y: &[f32], dy: &[f32], row: usize) -> Vec<f32> {
         "softmax backward: lengths"
     );
     let mut dx = crate::zeros::zeros(y.len());
-    let per = (16 * 1024usize).div_ceil(row).max(1) * row;
+    let per = rows_per_task(row) * row;
     dx.par_chunks_mut(per)
         .zip(y.par_chunks(per).zip(dy.par_chunks(per)))
         .for_each(|(dx, (y, dy))| {
-            for ((dx, y), dy) in dx.chunks_mut(row).zip(y.chunks(row)).zip(dy.chunks(row)) {
-                let dot: f32 = y.iter().zip(dy).map(|(a, b)| a * b).sum();
-                for ((d, &y), &g) in dx.iter_mut().zip(y).zip(dy) {
-                    *d = y * (g - dot);
-                }
-            }
+            dx.copy_from_slice(dy);
+            crate::vexp::softmax_backward_in_place(y, dx, row);
         });
     dx
 }
@@ -48,7 +78,6 @@ mod ext {
     use burn::backend::autodiff::grads::Gradients;
     use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
     use burn::backend::flex::FlexTensor;
-    use burn::backend::ops::ActivationOps;
     use burn::backend::tensor::FloatTensor;
     use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
     use burn::tensor::Tensor;
@@ -77,9 +106,29 @@ mod ext {
 
     impl SoftmaxExt for Flex {
         fn daed_softmax_last(x: FlexTensor) -> FlexTensor {
-            let last = x.shape().num_dims() - 1;
-            Flex::softmax(x, last)
+            // `applies` admitted only f32 inputs.
+            let mut x = dense(x);
+            let shape = x.shape();
+            let row = shape[shape.num_dims() - 1];
+            if row == 0 {
+                return x;
+            }
+            // The attention scores are usually held by nobody else: overwrite them rather than
+            // allocate (and zero) as much again.
+            if whole(&x) {
+                if let Some(v) = x.try_storage_mut::<f32>() {
+                    super::softmax_in_place(v, row);
+                    return x;
+                }
+            }
+            flex_tensor(super::softmax_forward(f32s(&x), row), shape)
         }
+    }
+
+    /// Whether the f32 tensor `x` is its whole storage, in order.
+    fn whole(x: &FlexTensor) -> bool {
+        let n = x.shape().num_elements();
+        x.as_slice::<f32>().is_some_and(|v| v.len() == n) && x.storage::<f32>().len() == n
     }
 
     /// Backward step: keeps the softmax output.
@@ -150,5 +199,22 @@ mod tests {
         let diff = |a: Tensor<3>, b: Tensor<3>| (a - b).abs().max().into_scalar::<f32>();
         assert!(diff(y1, y2) < 1e-6);
         assert!(diff(g1, g2) < 1e-6);
+    }
+
+    #[test]
+    fn a_tensor_held_nowhere_else_is_overwritten_and_a_shared_one_is_kept() {
+        let d = Device::flex();
+        let x = Tensor::<3>::random([3, 4, 37], Distribution::Normal(0.0, 4.0), &d);
+        let before = x.clone().into_data();
+        let want = burn_softmax(x.clone(), 2);
+        // Shared: `x` is still held here, so a new buffer is written.
+        let shared = softmax_last(x.clone());
+        assert_eq!(x.clone().into_data(), before, "the input was changed");
+        // Held nowhere else: the product is a fresh tensor, overwritten in place.
+        let fresh = softmax_last(x.clone().mul_scalar(1.0));
+        for got in [shared, fresh] {
+            let err = (got - want.clone()).abs().max().into_scalar::<f32>();
+            assert!(err < 1e-6, "max error {err}");
+        }
     }
 }

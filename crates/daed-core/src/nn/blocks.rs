@@ -1,6 +1,5 @@
 //! U-Net building blocks: ResBlock with scale-shift norm, self-attention, up/down sampling.
 use super::conv::forward as conv_fwd;
-use super::softmax::softmax_last;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
@@ -214,16 +213,15 @@ impl AttentionBlock {
     }
 }
 
-/// `softmax(q k^T / sqrt(d)) v` over `[B, heads, T, d]`, with the scale applied to `q`
-/// (T x d) rather than to the T x T scores: one pass less over the largest tensor of the step
-/// (784 x 784 per head at 28x28) and its backward.
+/// `softmax(q k^T / sqrt(d)) v` over `[B, heads, T, d]`: daed's fused attention for inference
+/// on flex ([`daed_kernels::attention`]), else the operations written out with the scale on `q`.
 ///
 /// burn's fused `attention` (flex's tiled online-softmax kernel) was measured A B A B for the
 /// sampling forward at batch 16: Fashion-MNIST U-Net 1.74/1.70 s against 1.60/1.56 s written
 /// out (it uses a third of the memory), CIFAR-10 U-Net equal; so it is not used.
 pub fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>) -> Tensor<4> {
     let scale = 1.0 / (q.dims()[3] as f64).sqrt();
-    softmax_last(q.mul_scalar(scale).matmul(k.swap_dims(2, 3))).matmul(v)
+    daed_kernels::attention::attend(q, k, v, scale)
 }
 
 /// Halves the resolution with a stride-2 3x3 conv.

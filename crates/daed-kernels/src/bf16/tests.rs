@@ -89,11 +89,9 @@ fn bf16_gemm_is_the_product_of_the_rounded_operands() {
                     );
                 }
                 let mut par = init.clone();
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(3)
-                    .build()
-                    .unwrap()
-                    .install(|| matmul(&mut par, n, [m, n, k], acc, mat(&sa, ra), mat(&sb, rb), 3));
+                crate::parallel::on_threads(3, || {
+                    matmul(&mut par, n, [m, n, k], acc, mat(&sa, ra), mat(&sb, rb), 3)
+                });
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&got), bits(&par), "{m}x{n}x{k}: threads change bits");
             }

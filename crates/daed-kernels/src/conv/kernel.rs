@@ -195,7 +195,7 @@ pub(crate) struct Mat {
 }
 
 impl Mat {
-    pub(super) fn rows(s: &[f32], cols: usize) -> Self {
+    pub(crate) fn rows(s: &[f32], cols: usize) -> Self {
         Self {
             ptr: s.as_ptr(),
             rs: cols as isize,
@@ -204,7 +204,7 @@ impl Mat {
     }
 
     /// The transpose of the row-major `rows x cols` matrix in `s`.
-    pub(super) fn transposed(s: &[f32], cols: usize) -> Self {
+    pub(crate) fn transposed(s: &[f32], cols: usize) -> Self {
         Self {
             ptr: s.as_ptr(),
             rs: 1,
@@ -267,7 +267,7 @@ pub(super) fn matmul(
 }
 
 /// [`matmul`] into a destination whose rows are `ldd >= n` elements apart.
-fn matmul_strided(
+pub(crate) fn matmul_strided(
     dst: &mut [f32],
     ldd: usize,
     [m, n, k]: [usize; 3],
@@ -934,11 +934,7 @@ pub(super) mod tests {
             let wt = data(g.co * g.k(), 4);
             let dy = data(g.n * g.y_len(), 5);
             let run = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| backward(&g, &x, &wt, &dy, need))
+                crate::parallel::on_threads(threads, || backward(&g, &x, &wt, &dy, need))
             };
             let bits = |v: &Option<Vec<f32>>| -> Vec<u32> {
                 v.as_ref().unwrap().iter().map(|f| f.to_bits()).collect()

@@ -723,11 +723,7 @@ mod tests {
             let w = data(g.co * g.k(), 2);
             let dy = data(g.n * g.y_len(), 3);
             let run = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| {
+                crate::parallel::on_threads(threads, || {
                     (
                         forward(&g, &x, &w, None),
                         input_gradient(&g, &w, &dy),

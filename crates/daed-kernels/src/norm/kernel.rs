@@ -8,6 +8,9 @@ use rayon::prelude::*;
 /// At least this many elements per rayon task, so small planes (4x4) are not scheduled one by one.
 const MIN_TASK: usize = 16 * 1024;
 
+/// Elements of a plane whose SiLU gradient factors are computed together.
+const SPAN: usize = 256;
+
 /// Planes of `plane` elements per rayon task.
 fn planes_per_task(plane: usize) -> usize {
     MIN_TASK.div_ceil(plane.max(1)).max(1)
@@ -63,11 +66,6 @@ pub fn group_stats_backward(x: &[f32], block: usize, stats: &[f32], grad: &[f32]
     dx
 }
 
-#[inline]
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
-}
-
 /// Per-plane coefficients of `act((x - m) * a + o)`, one of each per plane.
 #[derive(Clone, Copy)]
 pub struct Coefs<'a> {
@@ -100,15 +98,11 @@ pub fn affine_act(x: &[f32], plane: usize, c: Coefs, silu: bool) -> Vec<f32> {
             for (j, (yp, xp)) in ys.chunks_mut(plane).zip(xs.chunks(plane)).enumerate() {
                 let q = k * per + j;
                 let (m, a, o) = (c.m[q], c.a[q], c.o[q]);
+                for (y, &x) in yp.iter_mut().zip(xp) {
+                    *y = (x - m) * a + o;
+                }
                 if silu {
-                    for (y, &x) in yp.iter_mut().zip(xp) {
-                        let z = (x - m) * a + o;
-                        *y = z * sigmoid(z);
-                    }
-                } else {
-                    for (y, &x) in yp.iter_mut().zip(xp) {
-                        *y = (x - m) * a + o;
-                    }
+                    crate::vexp::silu_in_place(yp);
                 }
             }
         });
@@ -149,24 +143,35 @@ pub fn affine_act_backward(
         let xs = &x[first * plane..][..count * plane];
         let dys = &dy[first * plane..][..count * plane];
         let mut dxp = dx.map(|d| d.chunks_mut(plane));
+        // SiLU's pre-activation and sigmoid, a span of a plane at a time.
+        let (mut zs, mut ss) = ([0.0f32; SPAN], [0.0f32; SPAN]);
         for j in 0..count {
             let (xp, dyp) = (&xs[j * plane..][..plane], &dys[j * plane..][..plane]);
             let (mv, av, ov) = (c.m[first + j], c.a[first + j], c.o[first + j]);
             let mut dxj = dxp.as_mut().and_then(|it| it.next());
             let (mut acc_a, mut acc_o) = (0.0f64, 0.0f64);
-            for i in 0..plane {
-                let xc = xp[i] - mv;
-                let dz = if silu {
-                    let z = xc * av + ov;
-                    let s = sigmoid(z);
-                    dyp[i] * s * (1.0 + z * (1.0 - s))
-                } else {
-                    dyp[i]
-                };
-                acc_a += (dz * xc) as f64;
-                acc_o += dz as f64;
-                if let Some(d) = dxj.as_deref_mut() {
-                    d[i] = dz * av;
+            for i0 in (0..plane).step_by(SPAN) {
+                let span = SPAN.min(plane - i0);
+                let (z, s) = (&mut zs[..span], &mut ss[..span]);
+                if silu {
+                    for (z, &x) in z.iter_mut().zip(&xp[i0..]) {
+                        *z = (x - mv) * av + ov;
+                    }
+                    crate::vexp::sigmoid_into(z, s);
+                }
+                for k in 0..span {
+                    let i = i0 + k;
+                    let xc = xp[i] - mv;
+                    let dz = if silu {
+                        dyp[i] * s[k] * (1.0 + z[k] * (1.0 - s[k]))
+                    } else {
+                        dyp[i]
+                    };
+                    acc_a += (dz * xc) as f64;
+                    acc_o += dz as f64;
+                    if let Some(d) = dxj.as_deref_mut() {
+                        d[i] = dz * av;
+                    }
                 }
             }
             sa[j] = acc_a as f32;
