@@ -53,6 +53,7 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], dims: [usize; 3], scale: f32) ->
     if out.is_empty() {
         return out;
     }
+    let q = &scaled(q, scale);
     out.par_chunks_mut(t * d)
         .zip(q.par_chunks(t * d))
         .zip(k.par_chunks(t * d).zip(v.par_chunks(t * d)))
@@ -61,7 +62,7 @@ pub fn forward(q: &[f32], k: &[f32], v: &[f32], dims: [usize; 3], scale: f32) ->
                 .zip(q.par_chunks(QUERY_BLOCK * d))
                 .for_each(|(o, q)| {
                     let mut s = vec![0.0f32; o.len() / d * t];
-                    query_block(o, &mut s, q, [k, v], [t, d], scale);
+                    query_block(o, &mut s, q, [k, v], [t, d]);
                 });
         });
     out
@@ -83,6 +84,7 @@ pub fn forward_keeping_probs(
     if out.is_empty() {
         return (out, p);
     }
+    let q = &scaled(q, scale);
     out.par_chunks_mut(t * d)
         .zip(p.par_chunks_mut(t * t))
         .zip(q.par_chunks(t * d))
@@ -91,34 +93,24 @@ pub fn forward_keeping_probs(
             o.par_chunks_mut(QUERY_BLOCK * d)
                 .zip(p.par_chunks_mut(QUERY_BLOCK * t))
                 .zip(q.par_chunks(QUERY_BLOCK * d))
-                .for_each(|((o, s), q)| query_block(o, s, q, [k, v], [t, d], scale));
+                .for_each(|((o, s), q)| query_block(o, s, q, [k, v], [t, d]));
         });
     (out, p)
 }
 
-/// One block of query rows `q` (`rows x d`) of one head against all of its `k` and `v`
+/// `q * scale`, computed once per call: the forward's blocks and the backward's `dk` use it.
+fn scaled(q: &[f32], scale: f32) -> Vec<f32> {
+    q.iter().map(|&x| x * scale).collect()
+}
+
+/// One block of scaled query rows `qs` (`rows x d`) of one head against all of its `k` and `v`
 /// (`t x d`): the probabilities into `s` (`rows x t`), the result into `o` (`rows x d`).
-fn query_block(
-    o: &mut [f32],
-    s: &mut [f32],
-    q: &[f32],
-    [k, v]: [&[f32]; 2],
-    [t, d]: [usize; 2],
-    scale: f32,
-) {
-    let rows = q.len() / d;
-    let qs: Vec<f32> = q.iter().map(|&x| x * scale).collect();
+fn query_block(o: &mut [f32], s: &mut [f32], qs: &[f32], [k, v]: [&[f32]; 2], [t, d]: [usize; 2]) {
+    let rows = qs.len() / d;
     let single = Engine::F32;
     let qk = [rows, t, d];
-    matmul_strided(
-        s,
-        t,
-        qk,
-        false,
-        Mat::rows(&qs, d),
-        Mat::transposed(k, d),
-        single,
-    );
+    let (q_mat, kt) = (Mat::rows(qs, d), Mat::transposed(k, d));
+    matmul_strided(s, t, qk, false, q_mat, kt, single);
     crate::vexp::softmax_in_place(s, t);
     let pv = [rows, d, t];
     matmul_strided(o, d, pv, false, Mat::rows(s, t), Mat::rows(v, d), single);
@@ -198,6 +190,7 @@ impl Head<'_> {
             e,
         );
         let mut ds = vec![0.0f32; QUERY_BLOCK * t];
+        let qs = scaled(self.q, scale);
         for (j, dq) in dq.chunks_mut(QUERY_BLOCK * d).enumerate() {
             let rows = dq.len() / d;
             let (r0, ds) = (j * QUERY_BLOCK, &mut ds[..rows * t]);
@@ -216,13 +209,9 @@ impl Head<'_> {
             let dqk = [rows, d, t];
             matmul_strided(dq, d, dqk, false, Mat::rows(ds, t), Mat::rows(self.k, d), e);
             dq.iter_mut().for_each(|x| *x *= scale);
-            let qs: Vec<f32> = self.q[r0 * d..][..rows * d]
-                .iter()
-                .map(|&x| x * scale)
-                .collect();
             let dkq = [t, d, rows];
-            let ds_t = Mat::transposed(ds, t);
-            matmul_strided(dk, d, dkq, j > 0, ds_t, Mat::rows(&qs, d), e);
+            let (ds_t, qs) = (Mat::transposed(ds, t), &qs[r0 * d..][..rows * d]);
+            matmul_strided(dk, d, dkq, j > 0, ds_t, Mat::rows(qs, d), e);
         }
     }
 }

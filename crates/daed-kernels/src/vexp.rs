@@ -62,6 +62,16 @@ struct Plain([f32; LANES]);
 
 impl Plain {
     #[inline(always)]
+    fn map(self, f: impl Fn(f32) -> f32) -> Self {
+        // A loop, not `array::map`, which is not always inlined.
+        let mut r = self.0;
+        for r in &mut r {
+            *r = f(*r);
+        }
+        Plain(r)
+    }
+
+    #[inline(always)]
     fn zip(self, o: Self, f: impl Fn(f32, f32) -> f32) -> Self {
         let mut r = self.0;
         for (r, o) in r.iter_mut().zip(o.0) {
@@ -108,7 +118,7 @@ impl Lanes for Plain {
     }
     #[inline(always)]
     unsafe fn clamp(self) -> Self {
-        self.zip(self, |x, _| {
+        self.map(|x| {
             let x = if x > HI { HI } else { x };
             if x < LO {
                 LO
@@ -119,7 +129,7 @@ impl Lanes for Plain {
     }
     #[inline(always)]
     unsafe fn pow2_of_rounded(self) -> Self {
-        self.zip(self, |t, _| {
+        self.map(|t| {
             let k = (t.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
             f32::from_bits((k.wrapping_add(127) << 23) as u32)
         })
