@@ -26,15 +26,17 @@ pub fn softmax_forward(x: &[f32], row: usize) -> Vec<f32> {
         row > 0 && x.len().is_multiple_of(row),
         "softmax forward: lengths"
     );
-    let mut y = crate::zeros::zeros(x.len());
     let per = rows_per_task(row) * row;
-    y.par_chunks_mut(per)
-        .zip(x.par_chunks(per))
-        .for_each(|(y, x)| {
-            y.copy_from_slice(x);
-            crate::vexp::softmax_in_place(y, row);
-        });
-    y
+    let fill = |y: &mut [f32]| {
+        y.par_chunks_mut(per)
+            .zip(x.par_chunks(per))
+            .for_each(|(y, x)| {
+                y.copy_from_slice(x);
+                crate::vexp::softmax_in_place(y, row);
+            })
+    };
+    // SAFETY: each chunk is copied from `x` before the softmax reads it.
+    unsafe { crate::zeros::written(x.len(), fill) }
 }
 
 /// [`softmax_forward`] overwriting its input.

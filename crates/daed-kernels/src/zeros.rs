@@ -1,4 +1,4 @@
-//! Zeroed buffers whose zeroing is split across rayon's threads.
+//! Zeroed buffers whose zeroing is split across rayon's threads, and buffers that need none.
 //!
 //! A profile of the CPU recipe's training step (2 cores) found a fifth of its wall time on the
 //! calling thread alone, while the workers waited; a third of that was `vec![0.0; n]` for the
@@ -27,8 +27,40 @@ pub fn zeros(n: usize) -> Vec<f32> {
     v
 }
 
+/// A buffer of `n` values that `fill` writes in full, without zeroing it first (for outputs a
+/// kernel writes every element of). `fill` gets the buffer as a slice whose initial contents
+/// are unspecified.
+///
+/// # Safety
+/// `fill` must write every one of the `n` values and read none before writing it.
+pub unsafe fn written(n: usize, fill: impl FnOnce(&mut [f32])) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    // SAFETY: the capacity holds `n` values; `fill` only writes them (the caller's promise).
+    fill(unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr(), n) });
+    // SAFETY: all `n` were written.
+    unsafe { v.set_len(n) };
+    v
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn written_keeps_what_fill_wrote() {
+        for n in [0, 5, 1 << 20] {
+            // Memory freed with values in it, then handed out again (under the caching allocator
+            // in tests/zeros_reuse.rs).
+            drop(vec![7.0f32; n]);
+            // SAFETY: the closure writes all `n` values.
+            let v = unsafe {
+                super::written(n, |s| {
+                    s.iter_mut().enumerate().for_each(|(i, x)| *x = i as f32)
+                })
+            };
+            assert_eq!(v.len(), n);
+            assert!(v.iter().enumerate().all(|(i, &x)| x == i as f32), "n = {n}");
+        }
+    }
+
     #[test]
     fn zeros_are_zero_at_every_length() {
         for n in [0, 1, 65_535, 65_536, 100_001, 3 << 20] {

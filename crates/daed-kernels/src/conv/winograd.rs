@@ -16,6 +16,7 @@
 //! gradient of `U` is `(A dy A^T) . V` summed over tiles (36 GEMMs of `co x tiles` by
 //! `tiles x ci`), and that of the kernel `G^T dU G`. `DAED_WINOGRAD=0` turns this path off
 //! (the im2col path runs instead).
+use std::cell::Cell;
 use std::ops::Range;
 use std::sync::OnceLock;
 
@@ -148,12 +149,13 @@ pub fn weight_gradient(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let partial: Vec<Vec<f32>> = (0..chunks)
         .into_par_iter()
         .map(|c| {
-            let mut s = Scratch::default();
             let mut du = crate::zeros::zeros(E * g.co * g.ci);
-            for b in c * per_chunk..((c + 1) * per_chunk).min(blocks) {
-                tiles.block(b, BLOCK_DW, &mut s.pos);
-                dw_block(g, x, dy, &mut s, &mut du, engine);
-            }
+            Scratch::with(|s| {
+                for b in c * per_chunk..((c + 1) * per_chunk).min(blocks) {
+                    tiles.block(b, BLOCK_DW, &mut s.pos);
+                    dw_block(g, x, dy, s, &mut du, engine);
+                }
+            });
             kernel_gradient(g.co, g.ci, &du)
         })
         .collect();
@@ -194,12 +196,14 @@ const GT6: [[f32; TILE]; TILE] = padded(G, true);
 /// Output channels in parallel, [`LANES`] input channels at a time.
 fn transform_weights(co: usize, ci: usize, wt: &[f32]) -> Vec<f32> {
     let plane = co * ci;
-    let mut u = crate::zeros::zeros(E * plane);
-    let out = SharedOut(u.as_mut_ptr());
-    wt.par_chunks_exact(ci * 9)
-        .enumerate()
-        .for_each(|(o, kernels)| wide!(weights_of, weights_avx2, kernels, o, plane, out));
-    u
+    let fill = |u: &mut [f32]| {
+        let out = SharedOut(u.as_mut_ptr());
+        wt.par_chunks_exact(ci * 9)
+            .enumerate()
+            .for_each(|(o, kernels)| wide!(weights_of, weights_avx2, kernels, o, plane, out));
+    };
+    // SAFETY: each output channel writes its `ci` entries of each of the 36 planes.
+    unsafe { crate::zeros::written(E * plane, fill) }
 }
 
 /// [`weights_of`] for AVX2.
@@ -279,17 +283,20 @@ impl Tiles {
 /// The convolution of `x` with the transformed weights `u`, block by block.
 fn convolve(g: &Geom, x: &[f32], u: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let tiles = Tiles::new(g);
-    let mut y = crate::zeros::zeros(g.n * g.y_len());
     let blocks = tiles.count.div_ceil(BLOCK);
     let engine = Engine::for_jobs(blocks);
-    let out = SharedOut(y.as_mut_ptr());
-    (0..blocks)
-        .into_par_iter()
-        .for_each_init(Scratch::default, |s, b| {
-            tiles.block(b, BLOCK, &mut s.pos);
-            block(g, x, u, bias, s, engine, out);
+    let fill = |y: &mut [f32]| {
+        let out = SharedOut(y.as_mut_ptr());
+        (0..blocks).into_par_iter().for_each(|b| {
+            Scratch::with(|s| {
+                tiles.block(b, BLOCK, &mut s.pos);
+                block(g, x, u, bias, s, engine, out);
+            })
         });
-    y
+    };
+    // SAFETY: the tiles cover the output, and `transform_output` writes every one of their
+    // pixels that lies inside it.
+    unsafe { crate::zeros::written(g.n * g.y_len(), fill) }
 }
 
 /// Per-thread buffers: tile positions, transformed patches, products.
@@ -300,7 +307,22 @@ struct Scratch {
     m: Vec<f32>,
 }
 
+thread_local! {
+    /// Each thread's [`Scratch`], kept between blocks and calls: sized (and zeroed) once, not
+    /// once per rayon task.
+    static SCRATCH: Cell<Scratch> = Cell::default();
+}
+
 impl Scratch {
+    /// Runs `f` with this thread's scratch (a fresh one if a block that this thread interrupted
+    /// to run `f`'s caller holds it: rayon may run another task while a GEMM waits).
+    fn with<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+        let mut s = SCRATCH.take();
+        let r = f(&mut s);
+        SCRATCH.set(s);
+        r
+    }
+
     /// Sizes `v` and `m` for the tiles in `pos` and transforms their input patches into `v`;
     /// returns the padded tile count (the planes' row length).
     fn patches(&mut self, g: &Geom, x: &[f32]) -> usize {
@@ -465,13 +487,15 @@ fn left<const J: usize, const C: usize>(
 #[inline(always)]
 fn transform_input(g: &Geom, x: &[f32], pos: &[Pos], v: &mut [f32], ld: usize) {
     let (ci, hw) = (g.ci, g.h * g.w);
+    // Zeroed once: each chunk writes all of its lanes' entries, and [`clear_lanes`] the rest.
+    let mut d = [[[0.0f32; LANES]; TILE]; TILE];
     for c in 0..ci {
         for (l0, chunk) in (0..ld).step_by(LANES).zip(pos.chunks(LANES)) {
-            let mut d = [[[0.0f32; LANES]; TILE]; TILE];
             for (lane, p) in chunk.iter().enumerate() {
                 let plane = &x[(p.img * ci + c) * hw..][..hw];
                 gather(g, plane, p, |r, q, val| d[r][q][lane] = val);
             }
+            clear_lanes(&mut d, chunk.len());
             let t = right(&d, &BT);
             let t = left(&BT, &t);
             for (e, val) in t.iter().flatten().enumerate() {
@@ -481,8 +505,16 @@ fn transform_input(g: &Geom, x: &[f32], pos: &[Pos], v: &mut [f32], ld: usize) {
     }
 }
 
-/// Calls `put(r, q, value)` for the entries of the 6x6 patch of tile `p` that lie inside the
-/// image (the others stay zero: the padding).
+/// Zeroes lanes `used..` of `d` (the lanes past a block's last tile).
+#[inline(always)]
+fn clear_lanes(d: &mut [[Lanes; TILE]; TILE], used: usize) {
+    if used < LANES {
+        d.iter_mut().flatten().for_each(|l| l[used..].fill(0.0));
+    }
+}
+
+/// Calls `put(r, q, value)` for each entry of the 6x6 patch of tile `p`: the image's pixel, or
+/// zero (the padding) where the patch lies outside it.
 #[inline(always)]
 fn gather(g: &Geom, plane: &[f32], p: &Pos, mut put: impl FnMut(usize, usize, f32)) {
     // The patch starts one pixel above and left of the tile (padding 1).
@@ -495,11 +527,28 @@ fn gather(g: &Geom, plane: &[f32], p: &Pos, mut put: impl FnMut(usize, usize, f3
         start: (-x0).max(0) as usize,
         end: (g.w as isize - x0).min(TILE as isize) as usize,
     };
-    for r in rows {
+    if rows == (0..TILE) && cols == (0..TILE) {
+        // Inside the image: six whole rows of six.
+        let first = y0 as usize * g.w + x0 as usize;
+        for r in 0..TILE {
+            let row: &[f32; TILE] = plane[first + r * g.w..][..TILE].try_into().unwrap();
+            for (q, &val) in row.iter().enumerate() {
+                put(r, q, val);
+            }
+        }
+        return;
+    }
+    for r in 0..TILE {
+        if !rows.contains(&r) {
+            (0..TILE).for_each(|q| put(r, q, 0.0));
+            continue;
+        }
         let row = &plane[(y0 + r as isize) as usize * g.w..][..g.w];
+        (0..cols.start).for_each(|q| put(r, q, 0.0));
         for q in cols.clone() {
             put(r, q, row[(x0 + q as isize) as usize]);
         }
+        (cols.end..TILE).for_each(|q| put(r, q, 0.0));
     }
 }
 
@@ -544,19 +593,26 @@ fn transform_output(
 #[inline(always)]
 fn transform_grad(g: &Geom, dy: &[f32], pos: &[Pos], m: &mut [f32], ld: usize) {
     let (co, p) = (g.co, g.p());
+    // Zeroed once: rows and columns 4 and 5 are never written, the 4x4 corner of each lane in
+    // full (zero outside the output), and [`clear_lanes`] clears the lanes past the last tile.
+    let mut d = [[[0.0f32; LANES]; TILE]; TILE];
     for o in 0..co {
         for (l0, chunk) in (0..ld).step_by(LANES).zip(pos.chunks(LANES)) {
-            let mut d = [[[0.0f32; LANES]; TILE]; TILE];
             for (lane, pt) in chunk.iter().enumerate() {
                 let plane = &dy[(pt.img * co + o) * p..][..p];
-                let cols = OUT.min(g.wo - pt.ox);
-                for (i, row) in d.iter_mut().enumerate().take(OUT.min(g.ho - pt.oy)) {
-                    let src = &plane[(pt.oy + i) * g.wo + pt.ox..][..cols];
-                    for (dst, &v) in row.iter_mut().zip(src) {
-                        dst[lane] = v;
+                let (rows, cols) = (OUT.min(g.ho - pt.oy), OUT.min(g.wo - pt.ox));
+                for (i, row) in d.iter_mut().enumerate().take(OUT) {
+                    let src = if i < rows {
+                        &plane[(pt.oy + i) * g.wo + pt.ox..][..cols]
+                    } else {
+                        &[]
+                    };
+                    for (q, dst) in row.iter_mut().enumerate().take(OUT) {
+                        dst[lane] = src.get(q).copied().unwrap_or(0.0);
                     }
                 }
             }
+            clear_lanes(&mut d, chunk.len());
             let t = left(&A6, &d);
             let t = right(&t, &A6);
             for (e, val) in t.iter().flatten().enumerate() {

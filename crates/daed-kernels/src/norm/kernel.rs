@@ -28,12 +28,30 @@ pub fn group_stats(x: &[f32], block: usize, eps: f64) -> Vec<f32> {
         .zip(x.par_chunks(block))
         .for_each(|(o, xs)| {
             let n = xs.len() as f64;
-            let mean = xs.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = xs.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            let mean = sum8(xs.len(), |i| xs[i] as f64) / n;
+            let var = sum8(xs.len(), |i| (xs[i] as f64 - mean).powi(2)) / n;
             o[0] = mean as f32;
             o[1] = (1.0 / (var + eps).sqrt()) as f32;
         });
     out
+}
+
+/// `f(0) + ... + f(n - 1)` in f64, in eight running sums (term `i` into sum `i % 8`) added
+/// pairwise at the end: a fixed order (the same bits on every CPU and thread count) whose eight
+/// chains of adds run side by side instead of one after the other.
+#[inline(always)]
+fn sum8(n: usize, f: impl Fn(usize) -> f64) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let whole = n - n % 8;
+    for i0 in (0..whole).step_by(8) {
+        for (k, a) in acc.iter_mut().enumerate() {
+            *a += f(i0 + k);
+        }
+    }
+    for (a, i) in acc.iter_mut().zip(whole..n) {
+        *a += f(i);
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
 }
 
 /// Input gradient of [`group_stats`] given the gradients of its outputs (`[dmean, drstd]` pairs)
@@ -49,21 +67,23 @@ pub fn group_stats_backward(x: &[f32], block: usize, stats: &[f32], grad: &[f32]
         "group stats backward: stats"
     );
     assert_eq!(grad.len(), stats.len(), "group stats backward: gradient");
-    let mut dx = crate::zeros::zeros(x.len());
-    dx.par_chunks_mut(block)
-        .zip(x.par_chunks(block))
-        .zip(stats.par_chunks(2).zip(grad.par_chunks(2)))
-        .for_each(|((d, xs), (s, gr))| {
-            let n = block as f32;
-            let (mean, rstd) = (s[0], s[1]);
-            // d rstd / d x_i = -rstd^3 (x_i - mean) / n; d mean / d x_i = 1 / n
-            let c0 = gr[0] / n;
-            let c1 = -gr[1] * rstd * rstd * rstd / n;
-            for (d, &v) in d.iter_mut().zip(xs) {
-                *d = c0 + c1 * (v - mean);
-            }
-        });
-    dx
+    let fill = |dx: &mut [f32]| {
+        dx.par_chunks_mut(block)
+            .zip(x.par_chunks(block))
+            .zip(stats.par_chunks(2).zip(grad.par_chunks(2)))
+            .for_each(|((d, xs), (s, gr))| {
+                let n = block as f32;
+                let (mean, rstd) = (s[0], s[1]);
+                // d rstd / d x_i = -rstd^3 (x_i - mean) / n; d mean / d x_i = 1 / n
+                let c0 = gr[0] / n;
+                let c1 = -gr[1] * rstd * rstd * rstd / n;
+                for (d, &v) in d.iter_mut().zip(xs) {
+                    *d = c0 + c1 * (v - mean);
+                }
+            })
+    };
+    // SAFETY: every block of `dx` is written from its block of `x`.
+    unsafe { crate::zeros::written(x.len(), fill) }
 }
 
 /// Per-plane coefficients of `act((x - m) * a + o)`, one of each per plane.
@@ -89,24 +109,26 @@ impl Coefs<'_> {
 /// precision.
 pub fn affine_act(x: &[f32], plane: usize, c: Coefs, silu: bool) -> Vec<f32> {
     c.check(x, plane);
-    let mut y = crate::zeros::zeros(x.len());
     let per = planes_per_task(plane);
-    y.par_chunks_mut(plane * per)
-        .zip(x.par_chunks(plane * per))
-        .enumerate()
-        .for_each(|(k, (ys, xs))| {
-            for (j, (yp, xp)) in ys.chunks_mut(plane).zip(xs.chunks(plane)).enumerate() {
-                let q = k * per + j;
-                let (m, a, o) = (c.m[q], c.a[q], c.o[q]);
-                for (y, &x) in yp.iter_mut().zip(xp) {
-                    *y = (x - m) * a + o;
+    let fill = |y: &mut [f32]| {
+        y.par_chunks_mut(plane * per)
+            .zip(x.par_chunks(plane * per))
+            .enumerate()
+            .for_each(|(k, (ys, xs))| {
+                for (j, (yp, xp)) in ys.chunks_mut(plane).zip(xs.chunks(plane)).enumerate() {
+                    let q = k * per + j;
+                    let (m, a, o) = (c.m[q], c.a[q], c.o[q]);
+                    for (y, &x) in yp.iter_mut().zip(xp) {
+                        *y = (x - m) * a + o;
+                    }
+                    if silu {
+                        crate::vexp::silu_in_place(yp);
+                    }
                 }
-                if silu {
-                    crate::vexp::silu_in_place(yp);
-                }
-            }
-        });
-    y
+            })
+    };
+    // SAFETY: every value is written from `x` before the SiLU reads it.
+    unsafe { crate::zeros::written(x.len(), fill) }
 }
 
 /// Gradients of [`affine_act`] (each only when asked for).
@@ -143,8 +165,8 @@ pub fn affine_act_backward(
         let xs = &x[first * plane..][..count * plane];
         let dys = &dy[first * plane..][..count * plane];
         let mut dxp = dx.map(|d| d.chunks_mut(plane));
-        // SiLU's pre-activation and sigmoid, a span of a plane at a time.
-        let (mut zs, mut ss) = ([0.0f32; SPAN], [0.0f32; SPAN]);
+        // SiLU's pre-activation and sigmoid and the gradient before it, a span of a plane at a time.
+        let (mut zs, mut ss, mut dzs) = ([0.0f32; SPAN], [0.0f32; SPAN], [0.0f32; SPAN]);
         for j in 0..count {
             let (xp, dyp) = (&xs[j * plane..][..plane], &dys[j * plane..][..plane]);
             let (mv, av, ov) = (c.m[first + j], c.a[first + j], c.o[first + j]);
@@ -159,18 +181,20 @@ pub fn affine_act_backward(
                     }
                     crate::vexp::sigmoid_into(z, s);
                 }
-                for k in 0..span {
+                let dz = &mut dzs[..span];
+                for (k, dz) in dz.iter_mut().enumerate() {
                     let i = i0 + k;
-                    let xc = xp[i] - mv;
-                    let dz = if silu {
+                    *dz = if silu {
                         dyp[i] * s[k] * (1.0 + z[k] * (1.0 - s[k]))
                     } else {
                         dyp[i]
                     };
-                    acc_a += (dz * xc) as f64;
-                    acc_o += dz as f64;
-                    if let Some(d) = dxj.as_deref_mut() {
-                        d[i] = dz * av;
+                }
+                acc_a += sum8(span, |k| (dz[k] * (xp[i0 + k] - mv)) as f64);
+                acc_o += sum8(span, |k| dz[k] as f64);
+                if let Some(d) = dxj.as_deref_mut() {
+                    for (d, &dz) in d[i0..][..span].iter_mut().zip(dz.iter()) {
+                        *d = dz * av;
                     }
                 }
             }
@@ -236,6 +260,18 @@ mod tests {
                 (*a as f64 - b).abs() <= tol * (1.0 + b.abs()),
                 "{what}[{i}]: {a} vs {b}"
             );
+        }
+    }
+
+    #[test]
+    fn eight_running_sums_add_every_term_once() {
+        for n in [0, 1, 7, 8, 9, 16, 29, 300] {
+            // Distinct powers of two: any term dropped or added twice changes the sum.
+            let got = sum8(n, |i| (2.0f64).powi(i as i32 % 40) * (1 + i / 40) as f64);
+            let want: f64 = (0..n)
+                .map(|i| (2.0f64).powi(i as i32 % 40) * (1 + i / 40) as f64)
+                .sum();
+            assert_eq!(got, want, "n = {n}");
         }
     }
 
