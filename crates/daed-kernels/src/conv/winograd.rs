@@ -217,6 +217,10 @@ unsafe fn weights_avx2(kernels: &[f32], o: usize, plane: usize, out: SharedOut) 
 #[inline(always)]
 fn weights_of(kernels: &[f32], o: usize, plane: usize, out: SharedOut) {
     let ci = kernels.len() / 9;
+    let (mut t1, mut t) = (
+        [[[0.0f32; LANES]; TILE]; TILE],
+        [[[0.0f32; LANES]; TILE]; TILE],
+    );
     for i0 in (0..ci).step_by(LANES) {
         let lanes = LANES.min(ci - i0);
         let mut k = [[[0.0f32; LANES]; TILE]; TILE];
@@ -228,8 +232,8 @@ fn weights_of(kernels: &[f32], o: usize, plane: usize, out: SharedOut) {
                 }
             }
         }
-        let t = left(&G6, &k);
-        let t = right(&t, &G6);
+        left(&G6, &k, &mut t1);
+        right(&t1, &G6, &mut t);
         for (e, val) in t.iter().flatten().enumerate() {
             // SAFETY: entries (o, i0..i0 + lanes) of plane e belong to this call alone.
             let dst = unsafe { out.slice(e * plane + o * ci + i0, lanes) };
@@ -440,47 +444,52 @@ unsafe fn transform_output_avx2(
 /// `LANES` tiles' worth of one matrix entry.
 type Lanes = [f32; LANES];
 
-/// `rows x TILE` lanes `m` times `TILE x TILE` (or `OUT x TILE`) matrix `mt` transposed:
-/// `out[r][j] = sum_q m[r][q] * mt[j][q]`, terms in order of `q`, zero entries skipped.
+/// `rows x TILE` lanes `m` times `TILE x TILE` (or `OUT x TILE`) matrix `mt` transposed, into
+/// `out`: `out[r][j] = sum_q m[r][q] * mt[j][q]`, terms in order of `q`, zero entries skipped.
+/// (Written into `out` rather than returned: a returned array of lanes was copied with a call
+/// to `memcpy` in each use.)
 #[inline(always)]
 fn right<const R: usize, const J: usize>(
     m: &[[Lanes; TILE]; R],
     mt: &[[f32; TILE]; J],
-) -> [[Lanes; J]; R] {
-    let mut out = [[[0.0f32; LANES]; J]; R];
+    out: &mut [[Lanes; J]; R],
+) {
     for (orow, mrow) in out.iter_mut().zip(m) {
         for (o, coef) in orow.iter_mut().zip(mt) {
+            let mut acc = [0.0f32; LANES];
             for (&c, v) in coef.iter().zip(mrow) {
                 if c != 0.0 {
-                    for (a, b) in o.iter_mut().zip(v) {
+                    for (a, b) in acc.iter_mut().zip(v) {
                         *a += c * b;
                     }
                 }
             }
+            *o = acc;
         }
     }
-    out
 }
 
-/// `mt (J x TILE) * m (TILE x C)` lanes: `out[i][c] = sum_r mt[i][r] * m[r][c]`.
+/// `mt (J x TILE) * m (TILE x C)` lanes into `out`: `out[i][c] = sum_r mt[i][r] * m[r][c]`,
+/// terms in order of `r`, zero entries skipped.
 #[inline(always)]
 fn left<const J: usize, const C: usize>(
     mt: &[[f32; TILE]; J],
     m: &[[Lanes; C]; TILE],
-) -> [[Lanes; C]; J] {
-    let mut out = [[[0.0f32; LANES]; C]; J];
+    out: &mut [[Lanes; C]; J],
+) {
     for (orow, coef) in out.iter_mut().zip(mt) {
-        for (&c, mrow) in coef.iter().zip(m) {
-            if c != 0.0 {
-                for (o, v) in orow.iter_mut().zip(mrow) {
-                    for (a, b) in o.iter_mut().zip(v) {
+        for (col, o) in orow.iter_mut().enumerate() {
+            let mut acc = [0.0f32; LANES];
+            for (&c, mrow) in coef.iter().zip(m) {
+                if c != 0.0 {
+                    for (a, b) in acc.iter_mut().zip(&mrow[col]) {
                         *a += c * b;
                     }
                 }
             }
+            *o = acc;
         }
     }
-    out
 }
 
 /// `B^T d B` of every tile's 6x6 patch, channel by channel, into `v` (36 planes of `ci x ld`).
@@ -489,6 +498,7 @@ fn transform_input(g: &Geom, x: &[f32], pos: &[Pos], v: &mut [f32], ld: usize) {
     let (ci, hw) = (g.ci, g.h * g.w);
     // Zeroed once: each chunk writes all of its lanes' entries, and [`clear_lanes`] the rest.
     let mut d = [[[0.0f32; LANES]; TILE]; TILE];
+    let (mut t1, mut t) = (d, d);
     for c in 0..ci {
         for (l0, chunk) in (0..ld).step_by(LANES).zip(pos.chunks(LANES)) {
             for (lane, p) in chunk.iter().enumerate() {
@@ -496,8 +506,8 @@ fn transform_input(g: &Geom, x: &[f32], pos: &[Pos], v: &mut [f32], ld: usize) {
                 gather(g, plane, p, |r, q, val| d[r][q][lane] = val);
             }
             clear_lanes(&mut d, chunk.len());
-            let t = right(&d, &BT);
-            let t = left(&BT, &t);
+            right(&d, &BT, &mut t1);
+            left(&BT, &t1, &mut t);
             for (e, val) in t.iter().flatten().enumerate() {
                 v[(e * ci + c) * ld + l0..][..LANES].copy_from_slice(val);
             }
@@ -563,15 +573,17 @@ fn transform_output(
     out: SharedOut,
 ) {
     let (co, p) = (g.co, g.p());
+    let mut mm = [[[0.0f32; LANES]; TILE]; TILE];
+    let mut t1 = [[[0.0f32; LANES]; OUT]; TILE];
+    let mut t = [[[0.0f32; LANES]; OUT]; OUT];
     for o in 0..co {
         let b = bias.map_or(0.0, |b| b[o]);
         for (l0, chunk) in (0..ld).step_by(LANES).zip(pos.chunks(LANES)) {
-            let mut mm = [[[0.0f32; LANES]; TILE]; TILE];
             for (e, val) in mm.iter_mut().flatten().enumerate() {
                 val.copy_from_slice(&m[(e * co + o) * ld + l0..][..LANES]);
             }
-            let t = right(&mm, &AT);
-            let t = left(&AT, &t);
+            right(&mm, &AT, &mut t1);
+            left(&AT, &t1, &mut t);
             for (lane, pt) in chunk.iter().enumerate() {
                 let base = (pt.img * co + o) * p;
                 let cols = OUT.min(g.wo - pt.ox);
@@ -596,6 +608,7 @@ fn transform_grad(g: &Geom, dy: &[f32], pos: &[Pos], m: &mut [f32], ld: usize) {
     // Zeroed once: rows and columns 4 and 5 are never written, the 4x4 corner of each lane in
     // full (zero outside the output), and [`clear_lanes`] clears the lanes past the last tile.
     let mut d = [[[0.0f32; LANES]; TILE]; TILE];
+    let (mut t1, mut t) = (d, d);
     for o in 0..co {
         for (l0, chunk) in (0..ld).step_by(LANES).zip(pos.chunks(LANES)) {
             for (lane, pt) in chunk.iter().enumerate() {
@@ -613,8 +626,8 @@ fn transform_grad(g: &Geom, dy: &[f32], pos: &[Pos], m: &mut [f32], ld: usize) {
                 }
             }
             clear_lanes(&mut d, chunk.len());
-            let t = left(&A6, &d);
-            let t = right(&t, &A6);
+            left(&A6, &d, &mut t1);
+            right(&t1, &A6, &mut t);
             for (e, val) in t.iter().flatten().enumerate() {
                 m[(e * co + o) * ld + l0..][..LANES].copy_from_slice(val);
             }
@@ -635,14 +648,18 @@ fn kernel_gradient(co: usize, ci: usize, du: &[f32]) -> Vec<f32> {
 #[inline(always)]
 fn kernel_gradient_of(du: &[f32], o: usize, co: usize, ci: usize, dw: &mut [f32]) {
     let plane = co * ci;
+    let (mut t1, mut t) = (
+        [[[0.0f32; LANES]; TILE]; TILE],
+        [[[0.0f32; LANES]; TILE]; TILE],
+    );
     for i0 in (0..ci).step_by(LANES) {
         let lanes = LANES.min(ci - i0);
         let mut d = [[[0.0f32; LANES]; TILE]; TILE];
         for (e, val) in d.iter_mut().flatten().enumerate() {
             val[..lanes].copy_from_slice(&du[e * plane + o * ci + i0..][..lanes]);
         }
-        let t = left(&GT6, &d);
-        let t = right(&t, &GT6);
+        left(&GT6, &d, &mut t1);
+        right(&t1, &GT6, &mut t);
         for lane in 0..lanes {
             let kernel = &mut dw[(i0 + lane) * 9..][..9];
             for (r, row) in kernel.chunks_exact_mut(3).enumerate() {
