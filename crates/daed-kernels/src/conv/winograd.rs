@@ -217,13 +217,10 @@ unsafe fn weights_avx2(kernels: &[f32], o: usize, plane: usize, out: SharedOut) 
 #[inline(always)]
 fn weights_of(kernels: &[f32], o: usize, plane: usize, out: SharedOut) {
     let ci = kernels.len() / 9;
-    let (mut t1, mut t) = (
-        [[[0.0f32; LANES]; TILE]; TILE],
-        [[[0.0f32; LANES]; TILE]; TILE],
-    );
+    let (mut t1, mut t) = (ZERO_PATCH, ZERO_PATCH);
     for i0 in (0..ci).step_by(LANES) {
         let lanes = LANES.min(ci - i0);
-        let mut k = [[[0.0f32; LANES]; TILE]; TILE];
+        let mut k = ZERO_PATCH;
         for lane in 0..lanes {
             let kernel = &kernels[(i0 + lane) * 9..][..9];
             for (r, row) in kernel.chunks_exact(3).enumerate() {
@@ -444,6 +441,9 @@ unsafe fn transform_output_avx2(
 /// `LANES` tiles' worth of one matrix entry.
 type Lanes = [f32; LANES];
 
+/// `LANES` tiles' 6x6 matrices, all zero.
+const ZERO_PATCH: [[Lanes; TILE]; TILE] = [[[0.0; LANES]; TILE]; TILE];
+
 /// `rows x TILE` lanes `m` times `TILE x TILE` (or `OUT x TILE`) matrix `mt` transposed, into
 /// `out`: `out[r][j] = sum_q m[r][q] * mt[j][q]`, terms in order of `q`, zero entries skipped.
 /// (Written into `out` rather than returned: a returned array of lanes was copied with a call
@@ -497,8 +497,8 @@ fn left<const J: usize, const C: usize>(
 fn transform_input(g: &Geom, x: &[f32], pos: &[Pos], v: &mut [f32], ld: usize) {
     let (ci, hw) = (g.ci, g.h * g.w);
     // Zeroed once: each chunk writes all of its lanes' entries, and [`clear_lanes`] the rest.
-    let mut d = [[[0.0f32; LANES]; TILE]; TILE];
-    let (mut t1, mut t) = (d, d);
+    let mut d = ZERO_PATCH;
+    let (mut t1, mut t) = (ZERO_PATCH, ZERO_PATCH);
     for c in 0..ci {
         for (l0, chunk) in (0..ld).step_by(LANES).zip(pos.chunks(LANES)) {
             for (lane, p) in chunk.iter().enumerate() {
@@ -537,17 +537,6 @@ fn gather(g: &Geom, plane: &[f32], p: &Pos, mut put: impl FnMut(usize, usize, f3
         start: (-x0).max(0) as usize,
         end: (g.w as isize - x0).min(TILE as isize) as usize,
     };
-    if rows == (0..TILE) && cols == (0..TILE) {
-        // Inside the image: six whole rows of six.
-        let first = y0 as usize * g.w + x0 as usize;
-        for r in 0..TILE {
-            let row: &[f32; TILE] = plane[first + r * g.w..][..TILE].try_into().unwrap();
-            for (q, &val) in row.iter().enumerate() {
-                put(r, q, val);
-            }
-        }
-        return;
-    }
     for r in 0..TILE {
         if !rows.contains(&r) {
             (0..TILE).for_each(|q| put(r, q, 0.0));
@@ -573,7 +562,7 @@ fn transform_output(
     out: SharedOut,
 ) {
     let (co, p) = (g.co, g.p());
-    let mut mm = [[[0.0f32; LANES]; TILE]; TILE];
+    let mut mm = ZERO_PATCH;
     let mut t1 = [[[0.0f32; LANES]; OUT]; TILE];
     let mut t = [[[0.0f32; LANES]; OUT]; OUT];
     for o in 0..co {
@@ -607,8 +596,8 @@ fn transform_grad(g: &Geom, dy: &[f32], pos: &[Pos], m: &mut [f32], ld: usize) {
     let (co, p) = (g.co, g.p());
     // Zeroed once: rows and columns 4 and 5 are never written, the 4x4 corner of each lane in
     // full (zero outside the output), and [`clear_lanes`] clears the lanes past the last tile.
-    let mut d = [[[0.0f32; LANES]; TILE]; TILE];
-    let (mut t1, mut t) = (d, d);
+    let mut d = ZERO_PATCH;
+    let (mut t1, mut t) = (ZERO_PATCH, ZERO_PATCH);
     for o in 0..co {
         for (l0, chunk) in (0..ld).step_by(LANES).zip(pos.chunks(LANES)) {
             for (lane, pt) in chunk.iter().enumerate() {
@@ -648,13 +637,10 @@ fn kernel_gradient(co: usize, ci: usize, du: &[f32]) -> Vec<f32> {
 #[inline(always)]
 fn kernel_gradient_of(du: &[f32], o: usize, co: usize, ci: usize, dw: &mut [f32]) {
     let plane = co * ci;
-    let (mut t1, mut t) = (
-        [[[0.0f32; LANES]; TILE]; TILE],
-        [[[0.0f32; LANES]; TILE]; TILE],
-    );
+    let (mut t1, mut t) = (ZERO_PATCH, ZERO_PATCH);
     for i0 in (0..ci).step_by(LANES) {
         let lanes = LANES.min(ci - i0);
-        let mut d = [[[0.0f32; LANES]; TILE]; TILE];
+        let mut d = ZERO_PATCH;
         for (e, val) in d.iter_mut().flatten().enumerate() {
             val[..lanes].copy_from_slice(&du[e * plane + o * ci + i0..][..lanes]);
         }
