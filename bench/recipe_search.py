@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Variants of the CPU recipe trained for the same wall-clock budget, then compared by FID.
+
+    python3 bench/recipe_search.py --budget 600 --out DIR [--variants NAME,...] [--n 1000]
+
+Each variant is the recipe (configs/fashion_mnist_cpu.toml) with a few keys changed (VARIANTS
+below, or --variant 'name:table.key=value;table.key=value' for one of your own). The script
+times one training step of every variant (`daed bench --config ...`), gives each
+round(budget / step time) steps with the learning-rate anneal over the same share of the run as
+the recipe's (950 of 4,450 steps), trains it, samples its EMA and its raw weights (50 DDIM steps
+at eta 1) and computes FID against the first N training images (`daed eval curve`): the EMA
+(0.995, started from the initial weights) still holds 0.995^steps of them, which weighs on the
+shortest runs. It writes
+DIR/search.md and DIR/search.csv. Standard library only; DAED (default: target/release/daed of
+this checkout) names the binary.
+"""
+import argparse
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+RECIPE = os.path.join(ROOT, "configs", "fashion_mnist_cpu.toml")
+# The recipe itself, network size, attention placement and batch.
+VARIANTS = {
+    "base": {},
+    "ch48": {"unet.model_channels": "48"},
+    "rb2": {"unet.num_res_blocks": "2"},
+    "noattn": {"unet.attention_resolutions": "[]"},
+    "attn14": {"unet.attention_resolutions": "[14, 7]"},
+    "b32": {"train.batch_size": "32"},
+    "b128": {"train.batch_size": "128"},
+}
+ANNEAL_SHARE = 950 / 4450
+
+
+def edit(text, changes):
+    """The TOML text with `table.key = value` lines replaced (top-level keys: `key`)."""
+    out, table, seen = [], "", set()
+    for line in text.splitlines():
+        m = re.match(r"^\[(\w+)\]\s*$", line)
+        if m:
+            table = m.group(1)
+        m = re.match(r"^(\w+)\s*=", line)
+        name = m and (f"{table}.{m.group(1)}" if table else m.group(1))
+        if name in changes:
+            line = f"{m.group(1)} = {changes[name]}"
+            seen.add(name)
+        out.append(line)
+    missing = set(changes) - seen
+    if missing:
+        sys.exit(f"{RECIPE}: no key {', '.join(sorted(missing))} to change")
+    return "\n".join(out) + "\n"
+
+
+def parse_variant(spec):
+    """`name:table.key=value;...` -> (name, {table.key: value})."""
+    name, _, rest = spec.partition(":")
+    changes = {}
+    for item in filter(None, rest.split(";")):
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key:
+            sys.exit(f"--variant {spec!r}: expected table.key=value, got {item!r}")
+        changes[key.strip()] = value.strip()
+    if not re.fullmatch(r"\w+", name):
+        sys.exit(f"--variant {spec!r}: the name must be letters, digits or _")
+    return name, changes
+
+
+def run(cmd, log):
+    """Runs `cmd`, its output to `log`; exits with the log's path when it fails."""
+    with open(log, "w") as f:
+        if subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT) != 0:
+            sys.exit(f"{' '.join(cmd)} failed: see {log}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--budget", type=float, required=True, help="training seconds per variant")
+    p.add_argument("--out", required=True)
+    p.add_argument("--variants", default=",".join(VARIANTS), help="names from VARIANTS")
+    p.add_argument("--variant", action="append", default=[], help="name:table.key=value;...")
+    p.add_argument("--n", type=int, default=1000, help="samples and reference images for FID")
+    a = p.parse_args()
+    daed = os.environ.get("DAED", os.path.join(ROOT, "target", "release", "daed"))
+    chosen = {}
+    for name in filter(None, a.variants.split(",")):
+        if name not in VARIANTS:
+            sys.exit(f"--variants: unknown {name!r} (known: {', '.join(VARIANTS)})")
+        chosen[name] = VARIANTS[name]
+    chosen.update(parse_variant(s) for s in a.variant)
+    os.makedirs(a.out, exist_ok=True)
+    recipe = open(RECIPE).read()
+    configs = {}
+    for name, changes in chosen.items():
+        changes = {**changes, "name": f'"{name}"', "train.sample_every": "0"}
+        configs[name] = os.path.join(a.out, f"{name}.toml")
+        with open(configs[name], "w") as f:
+            f.write(edit(recipe, changes))
+
+    bench = [daed, "bench", "--models", "", "--cases", "train", "--runs", "5"]
+    for c in configs.values():
+        bench += ["--config", c]
+    run(bench + ["--out", os.path.join(a.out, "bench")], os.path.join(a.out, "bench.log"))
+    step_s = {r["model"]: r["median_s"] for r in json.load(open(f"{a.out}/bench/bench.json"))}
+
+    rows = []
+    for name, config in configs.items():
+        steps = max(1, round(a.budget / step_s[name]))
+        anneal = max(1, round(steps * ANNEAL_SHARE))
+        text = re.sub(r"^lr_anneal_last = .*$", f"lr_anneal_last = {anneal}",
+                      open(config).read(), flags=re.M)
+        open(config, "w").write(text)
+        run_dir = os.path.join(a.out, "runs", name)
+        t0 = time.monotonic()
+        run([daed, "train", "--config", config, "--steps", str(steps), "--out", run_dir],
+            os.path.join(a.out, f"{name}.train.log"))
+        wall = time.monotonic() - t0
+        fid = {}
+        for weights, flag in (("ema", []), ("raw", ["--no-ema"])):
+            run([daed, "eval", "curve", "--run", run_dir, "--reference", "fashion-mnist",
+                 "--split", "train", "--n", str(a.n), "--steps", "50", "--ddim", "--eta", "1",
+                 "--sample-batch", "250", "--checkpoints", str(steps)] + flag,
+                os.path.join(a.out, f"{name}.eval_{weights}.log"))
+            tag = f"n{a.n}_ddim50_eta1_seed0" + ("_raw" if flag else "")
+            point = json.load(open(f"{run_dir}/quality/{tag}.json"))["points"][-1]
+            fid[weights] = round(point["fid"], 2)
+        rows.append({"variant": name, "changes": "; ".join(f"{k}={v}" for k, v in
+                                                            chosen[name].items()) or "-",
+                     "step_s": round(step_s[name], 4), "steps": steps,
+                     "train_wall_s": round(wall), "loss": round(point["loss"], 4),
+                     "fid_ema": fid["ema"], "fid_raw": fid["raw"]})
+        print(rows[-1], flush=True)
+
+    with open(os.path.join(a.out, "search.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with open(os.path.join(a.out, "search.md"), "w") as f:
+        f.write(f"| {' | '.join(rows[0])} |\n|{'---|' * len(rows[0])}\n")
+        for r in sorted(rows, key=lambda r: min(r["fid_ema"], r["fid_raw"])):
+            f.write(f"| {' | '.join(str(v) for v in r.values())} |\n")
+    print(open(os.path.join(a.out, "search.md")).read())
+
+
+if __name__ == "__main__":
+    main()
