@@ -21,7 +21,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 RECIPE = os.path.join(ROOT, "configs", "fashion_mnist_cpu.toml")
@@ -78,6 +77,51 @@ def run(cmd, log):
             sys.exit(f"{' '.join(cmd)} failed: see {log}")
 
 
+def write_config(path, name, changes, extra=None):
+    """The recipe with a variant's changes (and `extra`), written to `path`; no sample grids."""
+    changes = {**changes, "name": f'"{name}"', "train.sample_every": "0", **(extra or {})}
+    with open(path, "w") as f:
+        f.write(edit(open(RECIPE).read(), changes))
+
+
+def step_times(daed, configs, out):
+    """Median training-step seconds of every config, from one `daed bench` run."""
+    cmd = [daed, "bench", "--models", "", "--cases", "train", "--runs", "5"]
+    for c in configs.values():
+        cmd += ["--config", c]
+    run(cmd + ["--out", os.path.join(out, "bench")], os.path.join(out, "bench.log"))
+    return {r["model"]: r["median_s"] for r in json.load(open(f"{out}/bench/bench.json"))}
+
+
+def train_and_score(daed, config, name, steps, a):
+    """Trains one variant, then scores its EMA and raw weights; the last curve point of each."""
+    run_dir = os.path.join(a.out, "runs", name)
+    run([daed, "train", "--config", config, "--out", run_dir],
+        os.path.join(a.out, f"{name}.train.log"))
+    points = {}
+    for weights, flag in (("ema", []), ("raw", ["--no-ema"])):
+        run([daed, "eval", "curve", "--run", run_dir, "--reference", "fashion-mnist",
+             "--split", "train", "--n", str(a.n), "--steps", "50", "--ddim", "--eta", "1",
+             "--sample-batch", "250", "--checkpoints", str(steps)] + flag,
+            os.path.join(a.out, f"{name}.eval_{weights}.log"))
+        tag = f"n{a.n}_ddim50_eta1_seed0" + ("_raw" if flag else "")
+        points[weights] = json.load(open(f"{run_dir}/quality/{tag}.json"))["points"][-1]
+    return points
+
+
+def write_tables(rows, out):
+    """search.csv in run order, search.md best first (by the better of the two FIDs)."""
+    with open(os.path.join(out, "search.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with open(os.path.join(out, "search.md"), "w") as f:
+        f.write(f"| {' | '.join(rows[0])} |\n|{'---|' * len(rows[0])}\n")
+        for r in sorted(rows, key=lambda r: min(r["fid_ema"], r["fid_raw"])):
+            f.write(f"| {' | '.join(str(v) for v in r.values())} |\n")
+    print(open(os.path.join(out, "search.md")).read())
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--budget", type=float, required=True, help="training seconds per variant")
@@ -94,57 +138,29 @@ def main():
         chosen[name] = VARIANTS[name]
     chosen.update(parse_variant(s) for s in a.variant)
     os.makedirs(a.out, exist_ok=True)
-    recipe = open(RECIPE).read()
-    configs = {}
+    configs = {name: os.path.join(a.out, f"{name}.toml") for name in chosen}
     for name, changes in chosen.items():
-        changes = {**changes, "name": f'"{name}"', "train.sample_every": "0"}
-        configs[name] = os.path.join(a.out, f"{name}.toml")
-        with open(configs[name], "w") as f:
-            f.write(edit(recipe, changes))
-
-    bench = [daed, "bench", "--models", "", "--cases", "train", "--runs", "5"]
-    for c in configs.values():
-        bench += ["--config", c]
-    run(bench + ["--out", os.path.join(a.out, "bench")], os.path.join(a.out, "bench.log"))
-    step_s = {r["model"]: r["median_s"] for r in json.load(open(f"{a.out}/bench/bench.json"))}
+        write_config(configs[name], name, changes)
+    step_s = step_times(daed, configs, a.out)
 
     rows = []
-    for name, config in configs.items():
+    for name, changes in chosen.items():
         steps = max(1, round(a.budget / step_s[name]))
         anneal = max(1, round(steps * ANNEAL_SHARE))
-        text = re.sub(r"^lr_anneal_last = .*$", f"lr_anneal_last = {anneal}",
-                      open(config).read(), flags=re.M)
-        open(config, "w").write(text)
-        run_dir = os.path.join(a.out, "runs", name)
-        t0 = time.monotonic()
-        run([daed, "train", "--config", config, "--steps", str(steps), "--out", run_dir],
-            os.path.join(a.out, f"{name}.train.log"))
-        wall = time.monotonic() - t0
-        fid = {}
-        for weights, flag in (("ema", []), ("raw", ["--no-ema"])):
-            run([daed, "eval", "curve", "--run", run_dir, "--reference", "fashion-mnist",
-                 "--split", "train", "--n", str(a.n), "--steps", "50", "--ddim", "--eta", "1",
-                 "--sample-batch", "250", "--checkpoints", str(steps)] + flag,
-                os.path.join(a.out, f"{name}.eval_{weights}.log"))
-            tag = f"n{a.n}_ddim50_eta1_seed0" + ("_raw" if flag else "")
-            point = json.load(open(f"{run_dir}/quality/{tag}.json"))["points"][-1]
-            fid[weights] = round(point["fid"], 2)
-        rows.append({"variant": name, "changes": "; ".join(f"{k}={v}" for k, v in
-                                                            chosen[name].items()) or "-",
+        # The length, its anneal, and one checkpoint at the end.
+        write_config(configs[name], name, changes, {
+            "train.steps": str(steps), "train.lr_anneal_last": str(anneal),
+            "train.checkpoint_every": str(steps)})
+        points = train_and_score(daed, configs[name], name, steps, a)
+        rows.append({"variant": name,
+                     "changes": "; ".join(f"{k}={v}" for k, v in changes.items()) or "-",
                      "step_s": round(step_s[name], 4), "steps": steps,
-                     "train_wall_s": round(wall), "loss": round(point["loss"], 4),
-                     "fid_ema": fid["ema"], "fid_raw": fid["raw"]})
+                     "train_s": round(points["ema"]["train_s"]),
+                     "loss": round(points["ema"]["loss"], 4),
+                     "fid_ema": round(points["ema"]["fid"], 2),
+                     "fid_raw": round(points["raw"]["fid"], 2)})
         print(rows[-1], flush=True)
-
-    with open(os.path.join(a.out, "search.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    with open(os.path.join(a.out, "search.md"), "w") as f:
-        f.write(f"| {' | '.join(rows[0])} |\n|{'---|' * len(rows[0])}\n")
-        for r in sorted(rows, key=lambda r: min(r["fid_ema"], r["fid_raw"])):
-            f.write(f"| {' | '.join(str(v) for v in r.values())} |\n")
-    print(open(os.path.join(a.out, "search.md")).read())
+    write_tables(rows, a.out)
 
 
 if __name__ == "__main__":
