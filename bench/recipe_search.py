@@ -2,17 +2,18 @@
 """Variants of the CPU recipe trained for the same wall-clock budget, then compared by FID.
 
     python3 bench/recipe_search.py --budget 600 --out DIR [--variants NAME,...] [--n 1000]
+    python3 bench/recipe_search.py --steps 1500 --out DIR --variants base,seed1,bf16 --weights ema
 
 Each variant is the recipe (configs/fashion_mnist_cpu.toml) with a few keys changed (VARIANTS
-below, or --variant 'name:table.key=value;table.key=value' for one of your own). The script
-times one training step of every variant (`daed bench --config ...`), gives each
-round(budget / step time) steps with the learning-rate anneal over the same share of the run as
-the recipe's (950 of 4,450 steps), trains it, samples its EMA and its raw weights (50 DDIM steps
-at eta 1) and computes FID against the first N training images (`daed eval curve`): the EMA
-(0.995, started from the initial weights) still holds 0.995^steps of them, which weighs on the
-shortest runs. It writes
-DIR/search.md and DIR/search.csv. Standard library only; DAED (default: target/release/daed of
-this checkout) names the binary.
+below, or --variant 'name:table.key=value;table.key=value' for one of your own; a key the
+recipe's table lacks is added to it). The script times one training step of every variant
+(`daed bench --config ...`), gives each round(budget / step time) steps (or --steps each) with
+the learning-rate anneal over the same share of the run as the recipe's (950 of 4,450 steps),
+trains it, samples its EMA and its raw weights (--weights picks; 50 DDIM steps at eta 1) and
+computes FID against the first N training images (`daed eval curve`): the EMA (0.995, started
+from the initial weights) still holds 0.995^steps of them, which weighs on the shortest runs.
+It writes DIR/search.md and DIR/search.csv. Standard library only; DAED (default:
+target/release/daed of this checkout) names the binary.
 """
 import argparse
 import csv
@@ -33,16 +34,31 @@ VARIANTS = {
     "attn14": {"unet.attention_resolutions": "[14, 7]"},
     "b32": {"train.batch_size": "32"},
     "b128": {"train.batch_size": "128"},
+    # Not searched by default: bf16 training (CPUs with AVX512-BF16) and a second training seed,
+    # the run-to-run noise bf16 is compared against.
+    "bf16": {"train.precision": '"bf16"'},
+    "seed1": {"train.seed": "1"},
 }
+DEFAULT = ["base", "ch48", "rb2", "noattn", "attn14", "b32", "b128"]
 ANNEAL_SHARE = 950 / 4450
 
 
 def edit(text, changes):
-    """The TOML text with `table.key = value` lines replaced (top-level keys: `key`)."""
+    """The TOML text with `table.key = value` lines replaced (top-level keys: `key`); a key its
+    table lacks (e.g. `train.precision`) is added at the end of that table."""
     out, table, seen = [], "", set()
+
+    def add_missing(table):
+        for name in changes:
+            if name not in seen and "." in name and name.split(".", 1)[0] == table:
+                blank = 1 if out and not out[-1].strip() else 0
+                out.insert(len(out) - blank, f"{name.split('.', 1)[1]} = {changes[name]}")
+                seen.add(name)
+
     for line in text.splitlines():
         m = re.match(r"^\[(\w+)\]\s*$", line)
         if m:
+            add_missing(table)
             table = m.group(1)
         m = re.match(r"^(\w+)\s*=", line)
         name = m and (f"{table}.{m.group(1)}" if table else m.group(1))
@@ -50,9 +66,10 @@ def edit(text, changes):
             line = f"{m.group(1)} = {changes[name]}"
             seen.add(name)
         out.append(line)
+    add_missing(table)
     missing = set(changes) - seen
     if missing:
-        sys.exit(f"{RECIPE}: no key {', '.join(sorted(missing))} to change")
+        sys.exit(f"{RECIPE}: no table or key {', '.join(sorted(missing))} to change")
     return "\n".join(out) + "\n"
 
 
@@ -90,16 +107,20 @@ def step_times(daed, configs, out):
     for c in configs.values():
         cmd += ["--config", c]
     run(cmd + ["--out", os.path.join(out, "bench")], os.path.join(out, "bench.log"))
-    return {r["model"]: r["median_s"] for r in json.load(open(f"{out}/bench/bench.json"))}
+    # A bf16 config's row is NAME-bf16 (variant names have no '-').
+    rows = json.load(open(f"{out}/bench/bench.json"))
+    return {r["model"].removesuffix("-bf16"): r["median_s"] for r in rows}
 
 
 def train_and_score(daed, config, name, steps, a):
-    """Trains one variant, then scores its EMA and raw weights; the last curve point of each."""
+    """Trains one variant, then scores the weights `a.weights` names; the last curve point of
+    each."""
     run_dir = os.path.join(a.out, "runs", name)
     run([daed, "train", "--config", config, "--out", run_dir],
         os.path.join(a.out, f"{name}.train.log"))
     points = {}
-    for weights, flag in (("ema", []), ("raw", ["--no-ema"])):
+    for weights in a.weights:
+        flag = ["--no-ema"] if weights == "raw" else []
         run([daed, "eval", "curve", "--run", run_dir, "--reference", "fashion-mnist",
              "--split", "train", "--n", str(a.n), "--steps", "50", "--ddim", "--eta", "1",
              "--sample-batch", "250", "--checkpoints", str(steps)] + flag,
@@ -110,26 +131,35 @@ def train_and_score(daed, config, name, steps, a):
 
 
 def write_tables(rows, out):
-    """search.csv in run order, search.md best first (by the better of the two FIDs)."""
+    """search.csv in run order, search.md best first (by the better of its FIDs)."""
     with open(os.path.join(out, "search.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
     with open(os.path.join(out, "search.md"), "w") as f:
         f.write(f"| {' | '.join(rows[0])} |\n|{'---|' * len(rows[0])}\n")
-        for r in sorted(rows, key=lambda r: min(r["fid_ema"], r["fid_raw"])):
+        fids = [k for k in rows[0] if k.startswith("fid_")]
+        for r in sorted(rows, key=lambda r: min(r[k] for k in fids)):
             f.write(f"| {' | '.join(str(v) for v in r.values())} |\n")
     print(open(os.path.join(out, "search.md")).read())
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--budget", type=float, required=True, help="training seconds per variant")
+    length = p.add_mutually_exclusive_group(required=True)
+    length.add_argument("--budget", type=float, help="training seconds per variant")
+    length.add_argument("--steps", type=int, help="the same training steps for every variant")
     p.add_argument("--out", required=True)
-    p.add_argument("--variants", default=",".join(VARIANTS), help="names from VARIANTS")
+    p.add_argument("--variants", default=",".join(DEFAULT), help="names from VARIANTS")
     p.add_argument("--variant", action="append", default=[], help="name:table.key=value;...")
     p.add_argument("--n", type=int, default=1000, help="samples and reference images for FID")
+    p.add_argument("--weights", default="ema,raw", help="weights to score: ema, raw or both")
     a = p.parse_args()
+    a.weights = a.weights.split(",")
+    if not a.weights or not set(a.weights) <= {"ema", "raw"}:
+        sys.exit(f"--weights: expected ema, raw or ema,raw, got {','.join(a.weights)!r}")
+    if (a.steps is not None and a.steps < 1) or (a.budget is not None and a.budget <= 0):
+        sys.exit("--steps and --budget must be positive")
     daed = os.environ.get("DAED", os.path.join(ROOT, "target", "release", "daed"))
     chosen = {}
     for name in filter(None, a.variants.split(",")):
@@ -145,7 +175,7 @@ def main():
 
     rows = []
     for name, changes in chosen.items():
-        steps = max(1, round(a.budget / step_s[name]))
+        steps = a.steps or max(1, round(a.budget / step_s[name]))
         anneal = max(1, round(steps * ANNEAL_SHARE))
         # The length, its anneal, and one checkpoint at the end.
         write_config(configs[name], name, changes, {
@@ -155,10 +185,9 @@ def main():
         rows.append({"variant": name,
                      "changes": "; ".join(f"{k}={v}" for k, v in changes.items()) or "-",
                      "step_s": round(step_s[name], 4), "steps": steps,
-                     "train_s": round(points["ema"]["train_s"]),
-                     "loss": round(points["ema"]["loss"], 4),
-                     "fid_ema": round(points["ema"]["fid"], 2),
-                     "fid_raw": round(points["raw"]["fid"], 2)})
+                     "train_s": round(points[a.weights[0]]["train_s"]),
+                     "loss": round(points[a.weights[0]]["loss"], 4),
+                     **{f"fid_{w}": round(points[w]["fid"], 2) for w in a.weights}})
         print(rows[-1], flush=True)
     write_tables(rows, a.out)
 
