@@ -2,9 +2,9 @@
 //!
 //! bf16 here is mixed precision on the flex CPU backend: the convolution GEMMs round their
 //! operands to bf16 and sum in f32 (`daed_kernels::precision`), except those of the 3x3
-//! convolutions that run as f32 Winograd (`daed_kernels::conv::winograd`); weights, optimiser, EMA, every
-//! other operation and every reduction stay f32. The FID Inception and the analyses always run
-//! in f32.
+//! convolutions that run as f32 Winograd (`daed_kernels::conv::winograd`); weights, optimiser,
+//! EMA, every other operation and every reduction stay f32. The FID Inception and the analyses
+//! always run in f32.
 use std::str::FromStr;
 
 use burn::tensor::Device;

@@ -4,10 +4,10 @@
 //! The choice is per thread and scoped ([`scope`]): the trainer and the sampler open a scope
 //! around the network's forward and backward passes; everything outside one (the FID Inception,
 //! the analyses) runs in f32. Only the im2col convolution GEMMs change (the 3x3 convolutions on
-//! Winograd stay f32, see `conv::winograd::applies`): weights, activations,
-//! gradients, the optimiser and every reduction stay f32 (mixed precision with f32 master
-//! weights). A kernel asked for bf16 on a CPU without it runs in f32; the configuration check is
-//! where such a request is refused with an error.
+//! Winograd stay f32, see `conv::winograd::applies`): weights, activations, gradients, the
+//! optimiser and every reduction stay f32 (mixed precision with f32 master weights). A kernel
+//! asked for bf16 on a CPU without it runs in f32; the configuration check is where such a
+//! request is refused with an error.
 use std::cell::Cell;
 use std::sync::OnceLock;
 
