@@ -6,6 +6,8 @@
 //! 11% of its samples in `expf` alone. Here the forward is flex's own row-parallel SIMD softmax
 //! and the backward `dx = y * (dy - sum(dy * y))` one parallel pass. Other backends and
 //! `DAED_SOFTMAX=burn` keep burn's.
+use std::mem::MaybeUninit;
+
 use burn::tensor::activation::softmax as burn_softmax;
 use burn::tensor::Tensor;
 use rayon::prelude::*;
@@ -27,12 +29,11 @@ pub fn softmax_forward(x: &[f32], row: usize) -> Vec<f32> {
         "softmax forward: lengths"
     );
     let per = rows_per_task(row) * row;
-    let fill = |y: &mut [f32]| {
+    let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(per)
             .zip(x.par_chunks(per))
             .for_each(|(y, x)| {
-                y.copy_from_slice(x);
-                crate::vexp::softmax_in_place(y, row);
+                crate::vexp::softmax_in_place(crate::zeros::copy_into(y, x), row);
             })
     };
     // SAFETY: each chunk is copied from `x` before the softmax reads it.

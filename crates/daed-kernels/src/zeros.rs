@@ -28,18 +28,37 @@ pub fn zeros(n: usize) -> Vec<f32> {
 }
 
 /// A buffer of `n` values that `fill` writes in full, without zeroing it first (for outputs a
-/// kernel writes every element of). `fill` gets the buffer as a slice whose initial contents
-/// are unspecified.
+/// kernel writes every element of). `fill` gets the buffer as uninitialised slots: it writes
+/// them with [`MaybeUninit::write`], [`copy_into`] or [`fill_from`].
 ///
 /// # Safety
-/// `fill` must write every one of the `n` values and read none before writing it.
-pub unsafe fn written(n: usize, fill: impl FnOnce(&mut [f32])) -> Vec<f32> {
+/// `fill` must write every one of the `n` values.
+pub unsafe fn written(n: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
     let mut v: Vec<f32> = Vec::with_capacity(n);
-    // SAFETY: the capacity holds `n` values; `fill` only writes them (the caller's promise).
-    fill(unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr(), n) });
-    // SAFETY: all `n` were written.
+    fill(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: the capacity holds `n` values, and `fill` wrote all of them (the caller's promise).
     unsafe { v.set_len(n) };
     v
+}
+
+/// Copies `src` into the slots `dst` (of the same length) and hands them back as values.
+pub fn copy_into<'a>(dst: &'a mut [MaybeUninit<f32>], src: &[f32]) -> &'a mut [f32] {
+    fill_from(dst, src.iter().copied())
+}
+
+/// Writes the slots `dst` from `values` (at least as many) and hands them back as values.
+pub fn fill_from(
+    dst: &mut [MaybeUninit<f32>],
+    values: impl IntoIterator<Item = f32>,
+) -> &mut [f32] {
+    let mut count = 0;
+    for (slot, v) in dst.iter_mut().zip(values) {
+        slot.write(v);
+        count += 1;
+    }
+    assert_eq!(count, dst.len(), "fill_from: fewer values than slots");
+    // SAFETY: every slot was written just above, and `MaybeUninit<f32>` has `f32`'s layout.
+    unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast::<f32>(), dst.len()) }
 }
 
 #[cfg(test)]
@@ -53,12 +72,28 @@ mod tests {
             // SAFETY: the closure writes all `n` values.
             let v = unsafe {
                 super::written(n, |s| {
-                    s.iter_mut().enumerate().for_each(|(i, x)| *x = i as f32)
+                    super::fill_from(s, (0..n).map(|i| i as f32));
                 })
             };
             assert_eq!(v.len(), n);
             assert!(v.iter().enumerate().all(|(i, &x)| x == i as f32), "n = {n}");
         }
+    }
+
+    #[test]
+    fn copy_into_hands_back_the_values() {
+        let mut slots = vec![std::mem::MaybeUninit::<f32>::uninit(); 3];
+        assert_eq!(
+            super::copy_into(&mut slots, &[1.0, 2.0, 3.0]),
+            &[1.0, 2.0, 3.0]
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "fewer values than slots")]
+    fn fill_from_refuses_to_leave_slots_unwritten() {
+        let mut slots = vec![std::mem::MaybeUninit::<f32>::uninit(); 3];
+        super::fill_from(&mut slots, [1.0, 2.0]);
     }
 
     #[test]

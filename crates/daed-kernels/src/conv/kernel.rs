@@ -372,20 +372,26 @@ pub(super) fn sum_in_order(mut parts: Vec<Vec<f32>>) -> Vec<f32> {
     sum
 }
 
-/// A raw pointer to an output buffer, written by several threads at disjoint offsets.
-#[derive(Clone, Copy)]
-pub(super) struct SharedOut(pub(super) *mut f32);
+/// A raw pointer to an output buffer, written by several threads at disjoint offsets: of values
+/// (`f32`), or of slots not yet written (`MaybeUninit<f32>`).
+pub(super) struct SharedOut<T = f32>(pub(super) *mut T);
+impl<T> Clone for SharedOut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedOut<T> {}
 // SAFETY: every writer writes only its own elements of the buffer.
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
+unsafe impl<T: Send> Send for SharedOut<T> {}
+unsafe impl<T: Send> Sync for SharedOut<T> {}
 
-impl SharedOut {
+impl<T> SharedOut<T> {
     /// The `len` elements at `offset`.
     ///
     /// # Safety
     /// The range lies inside the buffer, which outlives the slice, and no other slice overlaps it.
     #[allow(clippy::mut_from_ref)]
-    pub(super) unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
+    pub(super) unsafe fn slice(&self, offset: usize, len: usize) -> &mut [T] {
         unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
     }
 }

@@ -17,12 +17,17 @@
 //! `tiles x ci`), and that of the kernel `G^T dU G`. `DAED_WINOGRAD=0` turns this path off
 //! (the im2col path runs instead).
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
 use super::kernel::{fixed_chunks, matmul, sum_in_order, Engine, Geom, Mat, SharedOut};
+use crate::zeros::{copy_into, fill_from};
+
+/// The output's slots, written once each by the thread that owns them.
+type Slots = SharedOut<MaybeUninit<f32>>;
 
 /// Side of an input patch.
 const TILE: usize = 6;
@@ -197,7 +202,7 @@ const GT6: [[f32; TILE]; TILE] = padded(G, true);
 /// Output channels in parallel, [`LANES`] input channels at a time.
 fn transform_weights(co: usize, ci: usize, wt: &[f32]) -> Vec<f32> {
     let plane = co * ci;
-    let fill = |u: &mut [f32]| {
+    let fill = |u: &mut [MaybeUninit<f32>]| {
         let out = SharedOut(u.as_mut_ptr());
         wt.par_chunks_exact(ci * 9)
             .enumerate()
@@ -210,13 +215,13 @@ fn transform_weights(co: usize, ci: usize, wt: &[f32]) -> Vec<f32> {
 /// [`weights_of`] for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn weights_avx2(kernels: &[f32], o: usize, plane: usize, out: SharedOut) {
+unsafe fn weights_avx2(kernels: &[f32], o: usize, plane: usize, out: Slots) {
     weights_of(kernels, o, plane, out)
 }
 
 /// The transformed kernels of output channel `o` (its `ci` kernels in `kernels`) into `out`.
 #[inline(always)]
-fn weights_of(kernels: &[f32], o: usize, plane: usize, out: SharedOut) {
+fn weights_of(kernels: &[f32], o: usize, plane: usize, out: Slots) {
     let ci = kernels.len() / 9;
     let (mut t1, mut t) = (ZERO_PATCH, ZERO_PATCH);
     for i0 in (0..ci).step_by(LANES) {
@@ -235,7 +240,7 @@ fn weights_of(kernels: &[f32], o: usize, plane: usize, out: SharedOut) {
         for (e, val) in t.iter().flatten().enumerate() {
             // SAFETY: entries (o, i0..i0 + lanes) of plane e belong to this call alone.
             let dst = unsafe { out.slice(e * plane + o * ci + i0, lanes) };
-            dst.copy_from_slice(&val[..lanes]);
+            copy_into(dst, &val[..lanes]);
         }
     }
 }
@@ -287,7 +292,7 @@ fn convolve(g: &Geom, x: &[f32], u: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let tiles = Tiles::new(g);
     let blocks = tiles.count.div_ceil(BLOCK);
     let engine = Engine::for_jobs(blocks);
-    let fill = |y: &mut [f32]| {
+    let fill = |y: &mut [MaybeUninit<f32>]| {
         let out = SharedOut(y.as_mut_ptr());
         (0..blocks).into_par_iter().for_each(|b| {
             Scratch::with(|s| {
@@ -345,7 +350,7 @@ fn block(
     bias: Option<&[f32]>,
     s: &mut Scratch,
     engine: Engine,
-    out: SharedOut,
+    out: Slots,
 ) {
     let (ci, co, ld) = (g.ci, g.co, s.patches(g, x));
     for e in 0..E {
@@ -434,7 +439,7 @@ unsafe fn transform_output_avx2(
     ld: usize,
     pos: &[Pos],
     bias: Option<&[f32]>,
-    out: SharedOut,
+    out: Slots,
 ) {
     transform_output(g, m, ld, pos, bias, out)
 }
@@ -554,14 +559,7 @@ fn gather(g: &Geom, plane: &[f32], p: &Pos, mut put: impl FnMut(usize, usize, f3
 
 /// `A^T m A` of every tile and output channel, plus the bias, into the inside of the output.
 #[inline(always)]
-fn transform_output(
-    g: &Geom,
-    m: &[f32],
-    ld: usize,
-    pos: &[Pos],
-    bias: Option<&[f32]>,
-    out: SharedOut,
-) {
+fn transform_output(g: &Geom, m: &[f32], ld: usize, pos: &[Pos], bias: Option<&[f32]>, out: Slots) {
     let (co, p) = (g.co, g.p());
     let mut mm = ZERO_PATCH;
     let mut t1 = [[[0.0f32; LANES]; OUT]; TILE];
@@ -581,9 +579,7 @@ fn transform_output(
                     // SAFETY: this tile's pixels of channel `o` belong to this tile alone, and
                     // the `cols` pixels from (oy + i, ox) lie inside the output.
                     let dst = unsafe { out.slice(base + (pt.oy + i) * g.wo + pt.ox, cols) };
-                    for (d, val) in dst.iter_mut().zip(row) {
-                        *d = val[lane] + b;
-                    }
+                    fill_from(dst, row.iter().map(|val| val[lane] + b));
                 }
             }
         }

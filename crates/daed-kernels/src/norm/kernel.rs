@@ -3,7 +3,11 @@
 //!
 //! `x` is `[b, c, hw]` row-major. The statistics of group `g` of image `b` cover the contiguous
 //! block of channels `g * c/G .. (g + 1) * c/G`.
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
+
+use crate::zeros::fill_from;
 
 /// At least this many elements per rayon task, so small planes (4x4) are not scheduled one by one.
 const MIN_TASK: usize = 16 * 1024;
@@ -67,7 +71,7 @@ pub fn group_stats_backward(x: &[f32], block: usize, stats: &[f32], grad: &[f32]
         "group stats backward: stats"
     );
     assert_eq!(grad.len(), stats.len(), "group stats backward: gradient");
-    let fill = |dx: &mut [f32]| {
+    let fill = |dx: &mut [MaybeUninit<f32>]| {
         dx.par_chunks_mut(block)
             .zip(x.par_chunks(block))
             .zip(stats.par_chunks(2).zip(grad.par_chunks(2)))
@@ -77,9 +81,7 @@ pub fn group_stats_backward(x: &[f32], block: usize, stats: &[f32], grad: &[f32]
                 // d rstd / d x_i = -rstd^3 (x_i - mean) / n; d mean / d x_i = 1 / n
                 let c0 = gr[0] / n;
                 let c1 = -gr[1] * rstd * rstd * rstd / n;
-                for (d, &v) in d.iter_mut().zip(xs) {
-                    *d = c0 + c1 * (v - mean);
-                }
+                fill_from(d, xs.iter().map(|&v| c0 + c1 * (v - mean)));
             })
     };
     // SAFETY: every block of `dx` is written from its block of `x`.
@@ -110,7 +112,7 @@ impl Coefs<'_> {
 pub fn affine_act(x: &[f32], plane: usize, c: Coefs, silu: bool) -> Vec<f32> {
     c.check(x, plane);
     let per = planes_per_task(plane);
-    let fill = |y: &mut [f32]| {
+    let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(plane * per)
             .zip(x.par_chunks(plane * per))
             .enumerate()
@@ -118,9 +120,7 @@ pub fn affine_act(x: &[f32], plane: usize, c: Coefs, silu: bool) -> Vec<f32> {
                 for (j, (yp, xp)) in ys.chunks_mut(plane).zip(xs.chunks(plane)).enumerate() {
                     let q = k * per + j;
                     let (m, a, o) = (c.m[q], c.a[q], c.o[q]);
-                    for (y, &x) in yp.iter_mut().zip(xp) {
-                        *y = (x - m) * a + o;
-                    }
+                    let yp = fill_from(yp, xp.iter().map(|&x| (x - m) * a + o));
                     if silu {
                         crate::vexp::silu_in_place(yp);
                     }
