@@ -90,6 +90,32 @@ pub fn run(a: CurveArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
+pub struct CompareArgs {
+    /// A curve `daed eval curve` wrote (RUN/quality/TAG.json); give two or more. All must have
+    /// the same N and reference.
+    #[arg(long, required = true)]
+    curve: Vec<PathBuf>,
+    /// The curves' names in the legend and the table, one per --curve in the same order
+    /// (default: each run directory's name).
+    #[arg(long)]
+    label: Vec<String>,
+    /// Output path without extension: writes OUT.md, OUT.csv and OUT.png.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// `daed eval compare`: the curves of several runs together.
+pub fn compare(a: CompareArgs) -> Result<()> {
+    let c = daed_core::metrics::compare::Comparison::load(&a.curve, &a.label)?;
+    let written = c.write(&a.out)?;
+    print!("{}", c.table().to_markdown());
+    for p in written {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
 /// The reference as the curve records it: what was named and everything that changes its
 /// features, so that curves against different references are never merged.
 fn reference_label(a: &CurveArgs, n: usize) -> String {

@@ -32,6 +32,8 @@ enum EvalCmd {
     Stats(StatsArgs),
     /// FID of a run's checkpoints against its training time: a table and a plot.
     Curve(crate::curve::CurveArgs),
+    /// Several runs' curves (`daed eval curve`'s TAG.json files) in one plot and one table.
+    Compare(crate::curve::CompareArgs),
 }
 
 /// Options shared by every form.
@@ -273,6 +275,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     match a.cmd {
         Some(EvalCmd::Stats(s)) => stats(s),
         Some(EvalCmd::Curve(c)) => crate::curve::run(c),
+        Some(EvalCmd::Compare(c)) => crate::curve::compare(c),
         None => evaluate(a.run),
     }
 }

@@ -465,4 +465,52 @@ fn eval_curve_scores_each_checkpoint_reusing_samples_and_refusing_bad_input() {
     assert_eq!(raw["points"].as_array().unwrap().len(), 1, "{raw}");
     assert_ne!(raw["points"][0]["fid"], pts[1]["fid"]);
     assert_eq!(read("n6_ddim3_seed0.json")["points"], json["points"]);
+
+    // The two curves in one table and plot: the EMA's 2 rows (and its extrapolated one, if any),
+    // then the raw curve's 1, in the order given.
+    let path = |name: &str| out.join(name).to_str().unwrap().to_string();
+    let cmp = d.join("cmp/ttq");
+    let (ok, t) = daed(&[
+        "eval",
+        "compare",
+        "--curve",
+        &path("n6_ddim3_seed0.json"),
+        "--label",
+        "ema",
+        "--curve",
+        &path("n6_ddim3_seed0_raw.json"),
+        "--label",
+        "raw",
+        "--out",
+        cmp.to_str().unwrap(),
+    ]);
+    assert!(ok, "{t}");
+    let csv = std::fs::read_to_string(cmp.with_extension("csv")).unwrap();
+    let firsts: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| &l[..l.find(',').unwrap()])
+        .collect();
+    let emas = 2 + extrapolated.len();
+    assert_eq!(firsts.len(), emas + 1, "{csv}");
+    assert!(
+        firsts[..emas].iter().all(|&l| l == "ema") && firsts[emas] == "raw",
+        "{csv}"
+    );
+    assert!(cmp.with_extension("png").is_file() && cmp.with_extension("md").is_file());
+    // A label short: refused before anything is written.
+    let (ok, t) = daed(&[
+        "eval",
+        "compare",
+        "--curve",
+        &path("n6_ddim3_seed0.json"),
+        "--curve",
+        &path("n6_ddim3_seed0_raw.json"),
+        "--label",
+        "ema",
+        "--out",
+        d.join("cmp2/x").to_str().unwrap(),
+    ]);
+    assert!(!ok && t.contains("1 labels for 2 curves"), "{t}");
+    assert!(!d.join("cmp2").exists());
 }

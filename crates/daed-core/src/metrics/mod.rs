@@ -1,6 +1,7 @@
 //! Sample-quality metrics on the FID Inception-v3: the network ([`inception`]), its weights
 //! ([`weights`]), the input convention ([`preprocess`]) and batched feature extraction
 //! ([`extract`]). The statistics (FID, sFID, IS, precision/recall, PRD) are in `daed_eval`.
+pub mod compare;
 pub mod curve;
 pub mod evaluate;
 pub mod inception;
