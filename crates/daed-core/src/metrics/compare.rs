@@ -142,11 +142,7 @@ impl Comparison {
             let xs = c.points.iter().map(|p| p.train_s / 3600.0).collect();
             let ys = c.points.iter().map(|p| p.fid).collect();
             panel = panel.with(Series::new(l.label.clone(), xs, ys));
-            if let (Some(last), false) = (c.points.last(), c.extrapolated.is_empty()) {
-                let mut xs = vec![last.train_s / 3600.0];
-                let mut ys = vec![last.fid];
-                xs.extend(c.extrapolated.iter().map(|e| e.hours));
-                ys.extend(c.extrapolated.iter().map(|e| e.fid));
+            if let Some((xs, ys)) = c.extrapolation_line() {
                 let name = format!("{} (extrapolated)", l.label);
                 panel = panel.with(Series::new(name, xs, ys));
             }

@@ -562,20 +562,27 @@ impl Curve {
             "FID",
         )
         .with(Series::new(self.samples_tag.clone(), xs, ys));
-        if let (Some(e), Some(last)) = (self.extrapolated.first(), self.points.last()) {
-            let from = last.train_s / 3600.0;
-            let to = self
-                .extrapolated
-                .iter()
-                .map(|e| e.hours)
-                .fold(from, f64::max);
-            let xs: Vec<f64> = (0..=24)
-                .map(|i| from + (to - from) * i as f64 / 24.0)
-                .collect();
-            let ys = xs.iter().map(|&h| e.fit.at(h)).collect();
+        if let Some((xs, ys)) = self.extrapolation_line() {
             panel = panel.with(Series::new("extrapolated (power law)", xs, ys));
         }
         Figure::new(vec![panel])
+    }
+
+    /// The fitted power law from the last point to the furthest extrapolated hour, at 25 points
+    /// (none without extrapolated FIDs).
+    pub fn extrapolation_line(&self) -> Option<(Vec<f64>, Vec<f64>)> {
+        let (e, last) = (self.extrapolated.first()?, self.points.last()?);
+        let from = last.train_s / 3600.0;
+        let to = self
+            .extrapolated
+            .iter()
+            .map(|e| e.hours)
+            .fold(from, f64::max);
+        let xs: Vec<f64> = (0..=24)
+            .map(|i| from + (to - from) * i as f64 / 24.0)
+            .collect();
+        let ys = xs.iter().map(|&h| e.fit.at(h)).collect();
+        Some((xs, ys))
     }
 
     /// The curve's files in `out`: `TAG.json` (TAG the samples' file name stem).
