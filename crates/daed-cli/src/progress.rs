@@ -1,4 +1,7 @@
 //! Progress bars with ETA (indicatif) behind daed-core's observer.
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use daed_core::train::Observer;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -24,10 +27,12 @@ pub fn tracker(pb: &ProgressBar) -> impl FnMut(usize, usize) + '_ {
     }
 }
 
-/// Draws training progress: step, loss (running mean), ETA.
+/// Draws training progress: step, loss (running mean), ETA; asks the trainer to stop when
+/// `stop` is set (by a signal, [`stop_on_signals`]).
 pub struct TrainBar {
     pb: Option<ProgressBar>,
     ema_loss: Option<f64>,
+    stop: Arc<AtomicBool>,
 }
 
 impl TrainBar {
@@ -36,8 +41,27 @@ impl TrainBar {
         Self {
             pb: None,
             ema_loss: None,
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
+
+    /// This bar, asking the trainer to stop once `stop` is set.
+    pub fn stopping_on(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = stop;
+        self
+    }
+}
+
+/// A flag that SIGINT (Ctrl-C) and SIGTERM set; a second such signal while it is set ends the
+/// process at once (exit status 1).
+pub fn stop_on_signals() -> anyhow::Result<Arc<AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&flag))?;
+        signal_hook::flag::register(sig, Arc::clone(&flag))?;
+    }
+    Ok(flag)
 }
 
 impl Observer for TrainBar {
@@ -63,6 +87,9 @@ impl Observer for TrainBar {
             Some(pb) => pb.println(msg),
             None => eprintln!("{msg}"),
         }
+    }
+    fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
     }
 }
 

@@ -1,5 +1,7 @@
 //! `daed train` and `daed demo`.
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -121,9 +123,18 @@ fn train_as<M: DiffusionNet>(cfg: ExperimentConfig, resume: Option<&str>) -> Res
     }
     let start = Instant::now();
     let first = t.step;
-    t.run(&mut TrainBar::new())?;
+    let stop = crate::progress::stop_on_signals()?;
+    t.run(&mut TrainBar::new().stopping_on(Arc::clone(&stop)))?;
     let secs = start.elapsed().as_secs_f64();
     let done = t.step - first;
+    if stop.load(Ordering::Relaxed) {
+        eprintln!(
+            "stopped by a signal after step {} ({done} steps in {secs:.1} s), with a checkpoint \
+             there; continue with --resume latest",
+            t.step
+        );
+        std::process::exit(130);
+    }
     println!(
         "trained {done} steps in {secs:.1} s ({:.2} steps/s); outputs in {}",
         done as f64 / secs.max(1e-9),

@@ -514,3 +514,55 @@ fn eval_curve_scores_each_checkpoint_reusing_samples_and_refusing_bad_input() {
     assert!(!ok && t.contains("1 labels for 2 curves"), "{t}");
     assert!(!d.join("cmp2").exists());
 }
+
+/// Ctrl-C (SIGINT) or SIGTERM in the middle of training: the step in progress finishes, a
+/// checkpoint is written at it, its log window is written, the exit status is 130, and
+/// `--resume latest` carries on from that step.
+#[cfg(unix)]
+#[test]
+fn a_signal_stops_training_with_a_checkpoint_at_the_last_step() {
+    for sig in ["-INT", "-TERM"] {
+        let d = tmp(&format!("signal{sig}"));
+        let text = tiny_demo_config()
+            .replace("steps = 2", "steps = 100000")
+            .replace("log_every = 50", "log_every = 1000")
+            .replace("checkpoint_every = 200", "checkpoint_every = 1000");
+        let cfg = d.join("c.toml");
+        std::fs::write(&cfg, text).unwrap();
+        let run = d.join("run");
+        let shared = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data");
+        let child = Command::new(env!("CARGO_BIN_EXE_daed"))
+            .env("DAED_DATA", shared)
+            .args(["train", "--config", cfg.to_str().unwrap(), "--out"])
+            .arg(&run)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until training has started (the run's config is written first).
+        let started = std::time::Instant::now();
+        while !run.join("config.toml").exists() {
+            assert!(started.elapsed().as_secs() < 120, "training did not start");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let killed = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{sig}: {err}");
+        assert!(err.contains("stopped by a signal after step"), "{err}");
+        let latest = std::fs::read_to_string(run.join("checkpoints/latest")).unwrap();
+        let step: u64 = latest.trim().trim_start_matches("step_").parse().unwrap();
+        assert!((1..1000).contains(&step), "{latest}");
+        let log = std::fs::read_to_string(run.join("log.jsonl")).unwrap();
+        let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+        assert_eq!(last["step"].as_u64(), Some(step), "{log}");
+        let to = (step + 1).to_string();
+        let (ok, t) = train(&cfg, &run, &["--resume", "latest", "--steps", &to]);
+        assert!(ok && t.contains(&format!("starting at step {step}")), "{t}");
+    }
+}

@@ -28,6 +28,11 @@ pub trait Observer {
     fn step(&mut self, _step: u64, _loss: f64) {}
     /// Something worth telling the user (checkpoint written, grid written).
     fn message(&mut self, _msg: &str) {}
+    /// Whether the user asked training to stop (a signal): checked after every step, and
+    /// answered by a checkpoint at that step.
+    fn stop_requested(&self) -> bool {
+        false
+    }
 }
 
 /// An observer that ignores everything.
@@ -494,9 +499,23 @@ impl<M: DiffusionNet> Trainer<M> {
                 let p = self.write_grid()?;
                 obs.message(&format!("samples {}", p.display()));
             }
-            if self.step.is_multiple_of(t.checkpoint_every) || self.step == t.steps {
+            let saved = self.step.is_multiple_of(t.checkpoint_every) || self.step == t.steps;
+            if saved {
                 let p = self.save_checkpoint()?;
                 obs.message(&format!("checkpoint {}", p.display()));
+            }
+            if obs.stop_requested() {
+                if !acc.is_empty() {
+                    let dt = tick.elapsed().as_secs_f64();
+                    let line = log_line(self.step, &acc, dt, started.elapsed().as_secs_f64());
+                    writeln!(log, "{line}").map_err(|e| Error::io(&log_path, e))?;
+                }
+                if !saved {
+                    let p = self.save_checkpoint()?;
+                    obs.message(&format!("checkpoint {}", p.display()));
+                }
+                obs.message(&format!("stopped at step {} as asked", self.step));
+                break;
             }
         }
         Ok(())
