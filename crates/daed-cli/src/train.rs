@@ -121,6 +121,12 @@ fn train_as<M: DiffusionNet>(cfg: ExperimentConfig, resume: Option<&str>) -> Res
             t.cfg.train.batch_size
         );
     }
+    run_until_done_or_stopped(&mut t)
+}
+
+/// Trains `t` to its last step, or until Ctrl-C / SIGTERM (then with a checkpoint at the last
+/// finished step, and exit status 130).
+fn run_until_done_or_stopped<M: DiffusionNet>(t: &mut Trainer<M>) -> Result<()> {
     let start = Instant::now();
     let first = t.step;
     let stop = crate::progress::stop_on_signals()?;
