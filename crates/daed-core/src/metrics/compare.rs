@@ -100,29 +100,25 @@ impl Comparison {
         for l in &self.curves {
             let c = &l.curve;
             let weights = if c.ema { "EMA" } else { "raw" };
-            for p in &c.points {
+            let mut row = |step: String, hours: f64, loss: String, fid: f64, note: &str| {
                 t.push([
                     l.label.clone(),
                     weights.to_string(),
                     c.samples_tag.clone(),
-                    p.step.to_string(),
-                    fmt_f(p.train_s / 3600.0, 2),
-                    p.loss.map_or("-".to_string(), |v| fmt_f(v, 4)),
-                    fmt_f(p.fid, 2),
-                    String::new(),
-                ]);
+                    step,
+                    fmt_f(hours, 2),
+                    loss,
+                    fmt_f(fid, 2),
+                    note.to_string(),
+                ])
+            };
+            for p in &c.points {
+                let loss = p.loss.map_or("-".to_string(), |v| fmt_f(v, 4));
+                row(p.step.to_string(), p.train_s / 3600.0, loss, p.fid, "");
             }
             for e in &c.extrapolated {
-                t.push([
-                    l.label.clone(),
-                    weights.to_string(),
-                    c.samples_tag.clone(),
-                    "-".to_string(),
-                    fmt_f(e.hours, 2),
-                    "-".to_string(),
-                    fmt_f(e.fid, 2),
-                    "extrapolated, not measured".to_string(),
-                ]);
+                let note = "extrapolated, not measured";
+                row("-".to_string(), e.hours, "-".to_string(), e.fid, note);
             }
         }
         t
@@ -139,8 +135,7 @@ impl Comparison {
         );
         for l in &self.curves {
             let c = &l.curve;
-            let xs = c.points.iter().map(|p| p.train_s / 3600.0).collect();
-            let ys = c.points.iter().map(|p| p.fid).collect();
+            let (xs, ys) = c.measured_line();
             panel = panel.with(Series::new(l.label.clone(), xs, ys));
             if let Some((xs, ys)) = c.extrapolation_line() {
                 let name = format!("{} (extrapolated)", l.label);

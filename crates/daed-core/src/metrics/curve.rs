@@ -553,8 +553,7 @@ impl Curve {
 
     /// FID against training hours (linear axes: the FIDs of one run span a few-fold range).
     pub fn figure(&self) -> Figure {
-        let xs = self.points.iter().map(|p| p.train_s / 3600.0).collect();
-        let ys = self.points.iter().map(|p| p.fid).collect();
+        let (xs, ys) = self.measured_line();
         let weights = if self.ema { "EMA" } else { "raw" };
         let mut panel = Panel::new(
             format!("FID ({} samples, {weights}) against training time", self.n),
@@ -566,6 +565,13 @@ impl Curve {
             panel = panel.with(Series::new("extrapolated (power law)", xs, ys));
         }
         Figure::new(vec![panel])
+    }
+
+    /// The measured points as training hours and FIDs.
+    pub fn measured_line(&self) -> (Vec<f64>, Vec<f64>) {
+        let xs = self.points.iter().map(|p| p.train_s / 3600.0).collect();
+        let ys = self.points.iter().map(|p| p.fid).collect();
+        (xs, ys)
     }
 
     /// The fitted power law from the last point to the furthest extrapolated hour, at 25 points

@@ -480,7 +480,10 @@ impl<M: DiffusionNet> Trainer<M> {
             }
             obs.step(self.step, s.loss);
             acc.push(s);
-            if self.step.is_multiple_of(t.log_every) || self.step == t.steps {
+            // A stop asked for (a signal) ends the log window and writes a checkpoint here.
+            let stop = obs.stop_requested();
+            let last = self.step == t.steps;
+            if self.step.is_multiple_of(t.log_every) || last || stop {
                 let dt = tick.elapsed().as_secs_f64();
                 let line = log_line(self.step, &acc, dt, started.elapsed().as_secs_f64());
                 writeln!(log, "{line}").map_err(|e| Error::io(&log_path, e))?;
@@ -493,27 +496,15 @@ impl<M: DiffusionNet> Trainer<M> {
             {
                 self.record_dynamics()?;
             }
-            if (t.sample_every > 0 && self.step.is_multiple_of(t.sample_every))
-                || self.step == t.steps
-            {
+            if (t.sample_every > 0 && self.step.is_multiple_of(t.sample_every)) || last {
                 let p = self.write_grid()?;
                 obs.message(&format!("samples {}", p.display()));
             }
-            let saved = self.step.is_multiple_of(t.checkpoint_every) || self.step == t.steps;
-            if saved {
+            if self.step.is_multiple_of(t.checkpoint_every) || last || stop {
                 let p = self.save_checkpoint()?;
                 obs.message(&format!("checkpoint {}", p.display()));
             }
-            if obs.stop_requested() {
-                if !acc.is_empty() {
-                    let dt = tick.elapsed().as_secs_f64();
-                    let line = log_line(self.step, &acc, dt, started.elapsed().as_secs_f64());
-                    writeln!(log, "{line}").map_err(|e| Error::io(&log_path, e))?;
-                }
-                if !saved {
-                    let p = self.save_checkpoint()?;
-                    obs.message(&format!("checkpoint {}", p.display()));
-                }
+            if stop {
                 obs.message(&format!("stopped at step {} as asked", self.step));
                 break;
             }
