@@ -70,9 +70,10 @@ pub(crate) struct Common {
 
 #[derive(Args)]
 struct RunArgs {
-    /// Samples: guided-diffusion .npz (`arr_0`, uint8 NHWC), a folder of images, or a dataset name.
+    /// Samples: guided-diffusion .npz (`arr_0`, uint8 NHWC), a folder of images, or a dataset
+    /// name; repeat it to join several files in order (e.g. shards drawn with other seeds).
     #[arg(long, required = true)]
-    samples: Option<String>,
+    samples: Vec<String>,
     /// Reference: .npz images or statistics (`mu`, `sigma`), a folder, or a dataset name.
     #[arg(long, required = true)]
     reference: Option<String>,
@@ -281,13 +282,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
 }
 
 fn evaluate(a: RunArgs) -> Result<()> {
-    let (Some(samples), Some(reference), Some(out)) = (&a.samples, &a.reference, &a.out) else {
+    let (false, Some(reference), Some(out)) = (a.samples.is_empty(), &a.reference, &a.out) else {
         bail!("--samples, --reference and --out are required");
     };
+    let samples = &a.samples;
     let which = MetricSet::parse(&a.metrics)?;
     let start = Instant::now();
-    daed_io::atomic::check_writable_dir(out)?;
     let (src_s, src_r) = load_sets(&a, samples, reference, which)?;
+    daed_io::atomic::check_writable_dir(out)?;
     let ex = Extractor::new(&a.common)?;
     if which.is && !ex.net.has_logits() {
         bail!(
@@ -318,7 +320,7 @@ fn evaluate(a: RunArgs) -> Result<()> {
         },
         samples: SetRecord {
             info: info_s,
-            source: samples.clone(),
+            source: samples.join(" + "),
         },
         total_seconds: start.elapsed().as_secs_f64(),
     };
@@ -350,11 +352,11 @@ fn print_notes(m: &daed_core::metrics::evaluate::Metrics) {
 /// computed; adds `--sample-noise` to the samples.
 fn load_sets(
     a: &RunArgs,
-    samples: &str,
+    samples: &[String],
     reference: &str,
     which: MetricSet,
 ) -> Result<(Source, Source)> {
-    let mut src_s = load_source(samples, &a.common)?;
+    let mut src_s = load_samples(samples, &a.common)?;
     let src_r = load_source(reference, &a.common)?;
     which.check_sets(src_s.summary(), src_r.summary())?;
     if let (Source::Images(s), Source::Images(r)) = (&src_s, &src_r) {
@@ -374,6 +376,48 @@ fn load_sets(
         );
     }
     Ok((src_s, src_r))
+}
+
+/// The samples of one `--samples`, or of several joined in order (images only, of one shape,
+/// no file twice); `--n` takes the first N of the joined set.
+fn load_samples(specs: &[String], c: &Common) -> Result<Source> {
+    if let [one] = specs {
+        return load_source(one, c);
+    }
+    let whole = Common {
+        n: None,
+        ..c.clone()
+    };
+    let mut joined: Option<ImageSet> = None;
+    for (i, spec) in specs.iter().enumerate() {
+        if specs[..i].contains(spec) {
+            bail!("--samples: {spec} is given twice (its images would count twice)");
+        }
+        let Source::Images(set) = load_source(spec, &whole)? else {
+            bail!("--samples: {spec} holds statistics, which cannot be joined with other samples");
+        };
+        match &mut joined {
+            None => joined = Some(set),
+            Some(j) => j
+                .extend(&set)
+                .with_context(|| format!("--samples: joining {spec} to the files before it"))?,
+        }
+    }
+    let Some(mut set) = joined else {
+        bail!("--samples is required");
+    };
+    if let Some(n) = c.n {
+        if set.len() < n {
+            bail!(
+                "--samples: --n {n} but the {} files hold {} images",
+                specs.len(),
+                set.len()
+            );
+        }
+        set = set.take(n);
+    }
+    println!("samples: {} images from {} files", set.len(), specs.len());
+    Ok(Source::Images(set))
 }
 
 /// Adds N(0, sigma²) noise on the [0, 1] scale, clipped and rounded back to 8 bits.

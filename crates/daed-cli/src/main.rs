@@ -53,7 +53,8 @@ struct Cli {
 enum Cmd {
     /// Train a model from a TOML config (resumable).
     Train(train::TrainArgs),
-    /// Sample images from a checkpoint: PNG grid + guided-diffusion .npz.
+    /// Sample images from a checkpoint: PNG grid + guided-diffusion .npz (finished batches are
+    /// kept in TAG.parts/ beside it: after Ctrl-C or a crash, the same command continues).
     Sample(sample::SampleArgs),
     /// Train a tiny model on the embedded Fashion-MNIST subset and sample a grid (a few minutes).
     Demo(train::DemoArgs),

@@ -74,46 +74,48 @@ pub fn run(a: SampleArgs) -> Result<()> {
     }
     let ck = Checkpoint::open(&a.checkpoint)?;
     let device = daed_core::device::resolve(&a.device)?;
+    let ema = !a.flags.no_ema;
     let mut opts = a.flags.options()?;
     opts.class = a.class;
     opts.precision = a.precision.unwrap_or(ck.config.sample.precision);
     opts.precision.resolve("--precision", &device)?;
     let shape = ck.state.image_shape;
     daed_core::memory::check_sampling(&ck.config, shape, a.n, a.batch_size)?;
+    let out = a.out.clone().unwrap_or_else(|| ck.dir.join("samples"));
+    let npz = out.join(format!("{}.npz", opts.file_tag(a.n, ema)));
+    let keep = daed_core::draw::keep_beside(&npz, &ck, ema, a.n, a.batch_size, &opts)?;
+    let kept = keep.open()?;
+    if kept > 0 {
+        println!(
+            "continuing: {kept} of {} batches were drawn before and are kept in {}",
+            a.n.div_ceil(a.batch_size),
+            keep.dir().display()
+        );
+    }
+    opts.keep = Some(keep.clone());
     let start = Instant::now();
     let mut pb: Option<indicatif::ProgressBar> = None;
     let mut progress = |k: usize, total: usize| {
         let p = pb.get_or_insert_with(|| bar(total as u64, "sample"));
         p.set_position(k as u64);
     };
-    let (imgs, steps) = daed_core::draw::sample(
-        &ck,
-        !a.flags.no_ema,
-        a.n,
-        a.batch_size,
-        &opts,
-        &device,
-        &mut progress,
-    )?;
+    let (imgs, steps) =
+        daed_core::draw::sample(&ck, ema, a.n, a.batch_size, &opts, &device, &mut progress)?;
     if let Some(p) = pb {
         p.finish();
     }
     let secs = start.elapsed().as_secs_f64();
     let set = ImageSet::from_f32(shape[0], shape[1], shape[2], &imgs);
-    let out = a.out.clone().unwrap_or_else(|| ck.dir.join("samples"));
-    let tag = opts.file_tag(a.n, !a.flags.no_ema);
-    let npz = out.join(format!("{tag}.npz"));
     let labels = a.class.map(|c| vec![c as i64; set.len()]);
     let png = daed_core::draw::save(&npz, &set, labels.as_deref())?;
+    keep.finish()?;
+    let steps = match opts.respacing.as_str() {
+        "" => steps.to_string(),
+        r => r.to_string(),
+    };
     println!(
-        "{} images in {secs:.1} s ({} steps from step {} of the model)",
-        a.n,
-        if opts.respacing.is_empty() {
-            steps.to_string()
-        } else {
-            opts.respacing.clone()
-        },
-        ck.state.step
+        "{} images in {secs:.1} s ({steps} steps from step {} of the model)",
+        a.n, ck.state.step
     );
     println!("grid: {}", png.display());
     println!("npz:  {} (arr_0: uint8 NHWC)", npz.display());

@@ -416,8 +416,14 @@ fn bad_configs_are_refused_before_any_work() {
 }
 
 fn write_images(path: &Path, n: usize, side: usize, channels: usize) {
+    write_images_from(path, 0, n, side, channels);
+}
+
+/// Images `first..first + n` of one fixed sequence of patterned images.
+fn write_images_from(path: &Path, first: usize, n: usize, side: usize, channels: usize) {
     use daed_io::npz::{write_npz, NpyArray, NpyData};
-    let px: Vec<u8> = (0..n * side * side * channels)
+    let per = side * side * channels;
+    let px: Vec<u8> = (first * per..(first + n) * per)
         .map(|i| (i * 37 % 251) as u8)
         .collect();
     let a = NpyArray {
@@ -478,6 +484,67 @@ fn eval_refuses_mismatched_or_unusable_sets_before_any_feature() {
     std::fs::write(&blocked, b"").unwrap();
     let (ok, t) = eval(&grey, &grey, &blocked.join("out"), &[]);
     assert!(!ok && t.contains("a-file") && !t.contains("weights"), "{t}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--samples A --samples B` evaluates A's images then B's as one set: the FID of two shards
+/// equals the FID of the file holding both; a file given twice, statistics or another image
+/// shape are refused before any feature.
+#[test]
+fn eval_joins_sample_shards_in_order() {
+    let dir = tmp("eval-join");
+    let f = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    write_images_from(&dir.join("whole.npz"), 0, 6, 28, 1);
+    write_images_from(&dir.join("a.npz"), 0, 4, 28, 1);
+    write_images_from(&dir.join("b.npz"), 4, 2, 28, 1);
+    write_images_from(&dir.join("ref.npz"), 50, 6, 28, 1);
+    write_images(&dir.join("colour.npz"), 2, 32, 3);
+    let eval_n = |samples: &[String], n: &str, out: &str| {
+        let mut a = vec!["eval".to_string(), "--n".into(), n.into()];
+        for s in samples {
+            a.extend(["--samples".to_string(), s.clone()]);
+        }
+        a.extend(
+            [
+                "--reference",
+                &f("ref.npz"),
+                "--metrics",
+                "fid",
+                "--no-cache",
+                "--out",
+                out,
+            ]
+            .map(String::from),
+        );
+        daed(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let eval = |samples: &[String], out: &str| eval_n(samples, "6", out);
+    let fid = |out: &str| {
+        let j: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(Path::new(out).join("metrics.json")).unwrap())
+                .unwrap();
+        j["metrics"]["fid"]["value"].as_f64().unwrap()
+    };
+    let (ok, t) = eval(&[f("whole.npz")], &f("o1"));
+    assert!(ok, "{t}");
+    let (ok, t) = eval(&[f("a.npz"), f("b.npz")], &f("o2"));
+    assert!(ok && t.contains("6 images from 2 files"), "{t}");
+    assert_eq!(fid(&f("o1")), fid(&f("o2")));
+    // --n takes the first N of the joined set.
+    let (ok, t) = eval_n(&[f("a.npz"), f("b.npz")], "5", &f("o3"));
+    assert!(ok && t.contains("5 images from 2 files"), "{t}");
+    let (ok, t) = eval_n(&[f("whole.npz")], "5", &f("o4"));
+    assert!(ok, "{t}");
+    assert_eq!(fid(&f("o3")), fid(&f("o4")));
+
+    for (bad, says) in [
+        (vec![f("a.npz"), f("a.npz")], "given twice"),
+        (vec![f("a.npz"), f("colour.npz")], "colour.npz"),
+    ] {
+        let (ok, t) = eval(&bad, &f("bad"));
+        assert!(!ok && t.contains(says), "{t}");
+        assert!(!dir.join("bad").exists());
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -636,5 +703,71 @@ fn bf16_precision_is_refused_where_absent_and_reproducible_where_present() {
     for name in ["n2_ancestral3_seed0_bf16.npz", "n2_ancestral3_seed0.npz"] {
         assert!(samples.join(name).is_file(), "{name}");
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `daed sample` killed part-way keeps its finished batches; the same command then continues and
+/// writes the file an uninterrupted run writes, byte for byte, and removes the kept batches.
+#[test]
+fn killed_sampling_continues_with_the_bits_of_an_uninterrupted_run() {
+    let dir = tmp("sample-kill");
+    let cfg = write_config(&dir, &config(2, 2, ""));
+    let run = dir.join("run");
+    let (ok, t) = train(&cfg, &run, &[], &[]);
+    assert!(ok, "{t}");
+    let sample = |out: &Path| {
+        let run = run.to_str().unwrap();
+        let out = out.to_str().unwrap();
+        let args = [
+            "sample",
+            "--checkpoint",
+            run,
+            "--n",
+            "8",
+            "--batch-size",
+            "1",
+        ];
+        let mut c = cmd(&args, &[]);
+        c.args(["--steps", "300", "--out", out]);
+        c
+    };
+    let whole = dir.join("whole");
+    let out = sample(&whole).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tag = "n8_ancestral300_seed0";
+
+    let cut = dir.join("cut");
+    let mut child = sample(&cut)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let parts = cut.join(format!("{tag}.parts"));
+    let started = Instant::now();
+    while !parts.join("batch_000001.f32").exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "sampling ended before it was killed"
+        );
+        assert!(started.elapsed().as_secs() < 120, "no batch was kept");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!cut.join(format!("{tag}.npz")).exists(), "killed too late");
+
+    let again = sample(&cut).output().unwrap();
+    let t = String::from_utf8_lossy(&again.stdout);
+    assert!(again.status.success() && t.contains("continuing: "), "{t}");
+    let npz = |d: &Path| std::fs::read(d.join(format!("{tag}.npz"))).unwrap();
+    assert!(
+        npz(&cut) == npz(&whole),
+        "the continued run drew other images"
+    );
+    assert!(!parts.exists(), "the kept batches remain");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -6,7 +6,7 @@ use crate::config::ModelKind;
 use crate::daed::DaedNets;
 use crate::model::DiffusionNet;
 use crate::nn::UNet;
-use crate::sample::SampleOptions;
+use crate::sample::{KeptBatches, SampleOptions};
 use crate::train::Checkpoint;
 use crate::Result;
 use daed_io::images::ImageSet;
@@ -82,4 +82,29 @@ pub fn save(npz: &Path, set: &ImageSet, labels: Option<&[i64]>) -> Result<PathBu
     crate::train::trainer::save_grid(&png, &set.take(set.len().min(256)))?;
     daed_io::npz::write_images_npz(npz, set, labels)?;
     Ok(png)
+}
+
+/// Where a run drawing `n` images into `npz` keeps its finished batches (`TAG.parts` beside it),
+/// identified by the checkpoint's `state.json` (which holds the weights' checksums), the
+/// weights, the options and the batch size: a rerun of the same command continues there.
+pub fn keep_beside(
+    npz: &Path,
+    ck: &Checkpoint,
+    ema: bool,
+    n: usize,
+    batch: usize,
+    opts: &SampleOptions,
+) -> Result<KeptBatches> {
+    let sp = ck.dir.join("state.json");
+    let state = std::fs::read(&sp).map_err(|e| crate::Error::io(&sp, e))?;
+    let identity = serde_json::json!({
+        "checkpoint_step": ck.state.step,
+        "state_sha256": crate::train::checkpoint::sha256_hex(&state),
+        "weights": if ema { "ema" } else { "raw" },
+        "samples": opts.file_tag(n, ema),
+        "clip_denoised": opts.clip_denoised,
+        "batch": batch,
+        "image_shape": ck.state.image_shape,
+    });
+    Ok(KeptBatches::beside(npz, identity))
 }

@@ -99,16 +99,17 @@ pub trait Generate: Build {
         let steps = d.num_steps();
         let precision = opts.precision.resolve("sample.precision", device)?;
         crate::precision::scope(precision, || {
-            crate::sample::batched(
+            let plan = crate::sample::BatchPlan {
                 shape,
                 n,
                 batch,
-                opts.seed,
-                device,
+                seed: opts.seed,
                 steps,
-                progress,
-                &mut |x, chain, p| self.sample_chain(&d, x, opts, chain, p),
-            )
+                keep: opts.keep.as_ref(),
+            };
+            crate::sample::batched(&plan, device, progress, &mut |x, chain, p| {
+                self.sample_chain(&d, x, opts, chain, p)
+            })
         })
     }
 }

@@ -110,6 +110,7 @@ fn run(method: Method, kind: BetaSchedule, respacing: &str, seed: u64) -> Vec<f3
         seed,
         class: None,
         precision: Default::default(),
+        keep: None,
     };
     let start = noise(
         [3, 2, 4, 4],
@@ -197,6 +198,7 @@ fn every_sampler_draws_the_data_distribution_from_an_ideal_model() {
                 seed: 2,
                 class: None,
                 precision: Default::default(),
+                keep: None,
             };
             let shape = [8, 1, 16, 16];
             let start = noise(shape, 2, Stream::SampleStart { chain: 0 }, &device);

@@ -75,6 +75,7 @@ fn joint_training_lowers_both_losses_and_samples_are_images() {
         seed: 1,
         class: None,
         precision: Default::default(),
+        keep: None,
     };
     let imgs = t
         .ema
@@ -136,6 +137,7 @@ fn two_stage_combines_a_ddgm_run_with_a_dae_run() {
                 seed: 0,
                 class: None,
                 precision: Default::default(),
+                keep: None,
             },
             &Device::flex(),
             &mut |_, _| {},

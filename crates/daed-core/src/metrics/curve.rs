@@ -477,15 +477,28 @@ fn checkpoint_samples(
         return Ok((set, npz, 0.0));
     }
     let npz = samples_path(ck, s);
+    let keep = crate::draw::keep_beside(&npz, ck, s.ema, s.n, s.batch_size, &s.sampling)?;
+    let kept = keep.open()?;
+    if kept > 0 {
+        progress.message(&format!(
+            "step {}: continuing, {kept} batches were drawn before ({})",
+            ck.state.step,
+            keep.dir().display()
+        ));
+    }
+    let opts = SampleOptions {
+        keep: Some(keep.clone()),
+        ..s.sampling.clone()
+    };
     let start = std::time::Instant::now();
     let what = format!("sample, step {}", ck.state.step);
     let mut tick = |k, total| progress.stage(&what, k, total);
-    let (imgs, _) =
-        crate::draw::sample(ck, s.ema, s.n, s.batch_size, &s.sampling, device, &mut tick)?;
+    let (imgs, _) = crate::draw::sample(ck, s.ema, s.n, s.batch_size, &opts, device, &mut tick)?;
     let secs = start.elapsed().as_secs_f64();
     let [c, h, w] = ck.state.image_shape;
     let set = ImageSet::from_f32(c, h, w, &imgs);
     crate::draw::save(&npz, &set, None)?;
+    keep.finish()?;
     Ok((set, npz, secs))
 }
 

@@ -4,9 +4,11 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 pub mod ancestral;
 pub mod ddim;
+pub mod keep;
 
 pub use ancestral::Ancestral;
 pub use ddim::Ddim;
+pub use keep::KeptBatches;
 
 use crate::diffusion::process::PMeanVar;
 use crate::diffusion::schedule::space_timesteps;
@@ -114,6 +116,9 @@ pub struct SampleOptions {
     pub class: Option<usize>,
     /// Arithmetic of the network passes (resolved against the device when sampling starts).
     pub precision: crate::precision::PrecisionChoice,
+    /// Where finished batches are kept so that a stopped run continues (None: nowhere); it
+    /// does not change the images.
+    pub keep: Option<KeptBatches>,
 }
 
 impl SampleOptions {
@@ -126,6 +131,7 @@ impl SampleOptions {
             seed: s.seed,
             class: None,
             precision: s.precision,
+            keep: None,
         })
     }
 
@@ -144,6 +150,7 @@ impl SampleOptions {
             seed,
             class: None,
             precision: Default::default(),
+            keep: None,
         })
     }
 
@@ -186,6 +193,7 @@ impl SampleOptions {
             seed,
             class: None,
             precision: Default::default(),
+            keep: None,
         }
     }
 
@@ -285,18 +293,32 @@ pub fn p_sample_loop_from(
 /// A sampling run over one batch: (noise, batch id, progress) -> images.
 pub type BatchRun<'a> = dyn FnMut(Tensor<4>, u64, &mut dyn FnMut(usize, usize)) -> Tensor<4> + 'a;
 
+/// What [`batched`] draws: `n` images of `shape` [C, H, W] in batches of `batch`, each over
+/// `steps` steps with noise of `seed`; finished batches go to `keep` when given, and batches
+/// already there are taken from it instead of drawn again.
+pub struct BatchPlan<'a> {
+    /// Image shape [C, H, W].
+    pub shape: [usize; 3],
+    /// Number of images.
+    pub n: usize,
+    /// Images per batch.
+    pub batch: usize,
+    /// Seed of the noise.
+    pub seed: u64,
+    /// Steps per batch (for the progress).
+    pub steps: usize,
+    /// Where finished batches are kept.
+    pub keep: Option<&'a KeptBatches>,
+}
+
 /// Runs `run(noise, batch_id, progress)` over batches of pure noise and collects the images.
-#[allow(clippy::too_many_arguments)]
 pub fn batched(
-    shape: [usize; 3],
-    n: usize,
-    batch: usize,
-    seed: u64,
+    plan: &BatchPlan,
     device: &Device,
-    steps: usize,
     progress: &mut dyn FnMut(usize, usize),
     run: &mut BatchRun,
 ) -> Result<Vec<f32>> {
+    let (shape, n, batch, steps) = (plan.shape, plan.n, plan.batch, plan.steps);
     if n == 0 || batch == 0 {
         return Err(crate::Error::Invalid(
             "the number of images and the batch size must be at least 1".into(),
@@ -314,15 +336,28 @@ pub fn batched(
             total as f64 * 4.0 / (1u64 << 30) as f64
         ))
     })?;
+    if let Some(k) = plan.keep {
+        k.open()?;
+    }
     for bi in 0..nb {
         let b = batch.min(n - bi * batch);
+        let done = bi * steps;
+        if let Some(imgs) = plan
+            .keep
+            .map(|k| k.load(bi, b * per))
+            .transpose()?
+            .flatten()
+        {
+            out.extend(imgs);
+            progress(done + steps, nb * steps);
+            continue;
+        }
         let x = noise(
             [b, shape[0], shape[1], shape[2]],
-            seed,
+            plan.seed,
             Stream::SampleStart { chain: bi as u64 },
             device,
         );
-        let done = bi * steps;
         let x = run(x, bi as u64, &mut |k, _| progress(done + k, nb * steps));
         let imgs = crate::tensor_io::to_vec(x.reshape([b * per]))?;
         if let Some(i) = imgs.iter().position(|v| !v.is_finite()) {
@@ -331,6 +366,9 @@ pub fn batched(
                  the sampling options are broken; nothing was written",
                 i / per
             )));
+        }
+        if let Some(k) = plan.keep {
+            k.keep(bi, &imgs)?;
         }
         out.extend(imgs);
     }
