@@ -389,8 +389,9 @@ fn load_samples(specs: &[String], c: &Common) -> Result<Source> {
         ..c.clone()
     };
     let mut joined: Option<ImageSet> = None;
+    let same = |a: &String| std::fs::canonicalize(a).unwrap_or_else(|_| PathBuf::from(a));
     for (i, spec) in specs.iter().enumerate() {
-        if specs[..i].contains(spec) {
+        if specs[..i].iter().any(|before| same(before) == same(spec)) {
             bail!("--samples: {spec} is given twice (its images would count twice)");
         }
         let Source::Images(set) = load_source(spec, &whole)? else {

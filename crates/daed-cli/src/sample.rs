@@ -83,7 +83,7 @@ pub fn run(a: SampleArgs) -> Result<()> {
     daed_core::memory::check_sampling(&ck.config, shape, a.n, a.batch_size)?;
     let out = a.out.clone().unwrap_or_else(|| ck.dir.join("samples"));
     let npz = out.join(format!("{}.npz", opts.file_tag(a.n, ema)));
-    let keep = daed_core::draw::keep_beside(&npz, &ck, ema, a.n, a.batch_size, &opts)?;
+    let keep = daed_core::draw::keep_beside(&npz, &ck, ema, a.n, a.batch_size, &opts, &device)?;
     let kept = keep.open()?;
     if kept > 0 {
         println!(

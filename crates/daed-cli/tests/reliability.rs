@@ -358,12 +358,18 @@ fn bad_sampling_requests_are_errors_not_panics() {
         (vec!["--eta=-1", "--ddim"], "eta"),
         (vec!["--steps", "100000"], "100000"),
     ] {
-        let mut a = vec!["sample", "--checkpoint", r];
+        let out = dir.join("refused");
+        let mut a = vec!["sample", "--checkpoint", r, "--out", out.to_str().unwrap()];
         a.extend(args.iter());
         let (ok, t) = daed(&a);
         assert!(
             !ok && t.contains(want) && !t.contains("panicked"),
             "{args:?}: {t}"
+        );
+        assert!(
+            !out.exists(),
+            "{args:?}: a refused request wrote {}",
+            out.display()
         );
     }
     let state_path = newest(&run).join("state.json");

@@ -85,8 +85,10 @@ pub fn save(npz: &Path, set: &ImageSet, labels: Option<&[i64]>) -> Result<PathBu
 }
 
 /// Where a run drawing `n` images into `npz` keeps its finished batches (`TAG.parts` beside it),
-/// identified by the checkpoint's `state.json` (which holds the weights' checksums), the
-/// weights, the options and the batch size: a rerun of the same command continues there.
+/// identified by what sets their bits: the checkpoint's `state.json` (which holds the weights'
+/// checksums), the weights, the options, the batch size, the device, daed's version and the
+/// kernel switches set (`daed_kernels::SWITCHES`). A rerun of the same command continues there.
+#[allow(clippy::too_many_arguments)]
 pub fn keep_beside(
     npz: &Path,
     ck: &Checkpoint,
@@ -94,6 +96,7 @@ pub fn keep_beside(
     n: usize,
     batch: usize,
     opts: &SampleOptions,
+    device: &Device,
 ) -> Result<KeptBatches> {
     let sp = ck.dir.join("state.json");
     let state = std::fs::read(&sp).map_err(|e| crate::Error::io(&sp, e))?;
@@ -105,6 +108,9 @@ pub fn keep_beside(
         "clip_denoised": opts.clip_denoised,
         "batch": batch,
         "image_shape": ck.state.image_shape,
+        "device": format!("{device:?}"),
+        "daed": env!("CARGO_PKG_VERSION"),
+        "kernel_switches": daed_kernels::switches_set(),
     });
     Ok(KeptBatches::beside(npz, identity))
 }

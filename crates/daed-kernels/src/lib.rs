@@ -23,3 +23,23 @@ pub mod precision;
 pub mod softmax;
 pub mod vexp;
 pub mod zeros;
+
+/// The environment variables that choose between kernels, and so can change the bits of a
+/// result (same values, other rounding): what a resumable job records to refuse mixing them.
+pub const SWITCHES: [&str; 7] = [
+    "DAED_ATTENTION",
+    "DAED_BF16",
+    "DAED_CONV",
+    "DAED_NORM",
+    "DAED_POOL",
+    "DAED_SOFTMAX",
+    "DAED_WINOGRAD",
+];
+
+/// The [`SWITCHES`] set in this process's environment, as `NAME=VALUE` in the list's order.
+pub fn switches_set() -> Vec<String> {
+    SWITCHES
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
+        .collect()
+}

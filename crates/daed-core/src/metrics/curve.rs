@@ -468,16 +468,19 @@ fn checkpoint_samples(
     device: &burn::tensor::Device,
     progress: &mut dyn CurveProgress,
 ) -> Result<(ImageSet, PathBuf, f64)> {
+    let npz = samples_path(ck, s);
+    let keep = crate::draw::keep_beside(&npz, ck, s.ema, s.n, s.batch_size, &s.sampling, device)?;
     if let Some((set, npz)) = existing_samples(ck, s)? {
         progress.message(&format!(
             "step {}: samples from {}",
             ck.state.step,
             npz.display()
         ));
+        if keep.open().is_ok() {
+            keep.finish()?; // batches of this run left by a stop between the write and the clean-up
+        }
         return Ok((set, npz, 0.0));
     }
-    let npz = samples_path(ck, s);
-    let keep = crate::draw::keep_beside(&npz, ck, s.ema, s.n, s.batch_size, &s.sampling)?;
     let kept = keep.open()?;
     if kept > 0 {
         progress.message(&format!(

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 /// The identity file inside a kept-batches folder.
 const IDENTITY: &str = "identity.json";
+/// The lock file of the process sampling into a kept-batches folder.
+const LOCK: &str = ".lock";
 
 /// Where a sampling run keeps its finished batches, and what run they belong to.
 #[derive(Clone, Debug)]
@@ -35,9 +37,13 @@ impl KeptBatches {
         &self.dir
     }
 
-    /// Creates the folder, or checks that an existing one belongs to this run; returns how many
-    /// batches it already holds.
+    /// Checks that the folder, if there, belongs to this run (its `identity.json`), clears the
+    /// temporary files of writes a kill cut short, and returns how many batches it holds.
+    /// Creates nothing: the folder appears with the first kept batch.
     pub fn open(&self) -> Result<usize> {
+        if !self.dir.is_dir() {
+            return Ok(0);
+        }
         self.clear_torn_writes()?;
         let id = self.dir.join(IDENTITY);
         if id.exists() {
@@ -54,18 +60,35 @@ impl KeptBatches {
                     ),
                 ));
             }
-        } else {
-            if self.dir.is_dir() && self.batch_files()?.next().is_some() {
-                return Err(Error::ckpt(
-                    &self.dir,
-                    format!("holds batch files but no {IDENTITY}: move it away"),
-                ));
-            }
-            let text = serde_json::to_vec_pretty(&self.identity)
-                .map_err(|e| Error::Invalid(format!("identity of a sampling run: {e}")))?;
-            daed_io::atomic::write_atomic(&id, &text)?;
+        } else if self.batch_files()?.next().is_some() {
+            return Err(Error::ckpt(
+                &self.dir,
+                format!("holds batch files but no {IDENTITY}: move it away"),
+            ));
         }
         Ok(self.batch_files()?.count())
+    }
+
+    /// Takes the folder for this process (`.lock`, released when dropped): a second process
+    /// sampling into it is refused rather than mixed in.
+    pub fn lock(&self) -> Result<std::fs::File> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        let path = self.dir.join(LOCK);
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match f.try_lock() {
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::ckpt(
+                &self.dir,
+                "another daed process is sampling into this folder (it holds .lock); wait for \
+                 it to finish",
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
     }
 
     /// The kept batch `index` when there, which must hold `len` values.
@@ -100,8 +123,14 @@ impl KeptBatches {
         Ok(Some(vals))
     }
 
-    /// Keeps batch `index` (written atomically).
+    /// Keeps batch `index` (written atomically; the identity first, with the first batch).
     pub fn keep(&self, index: usize, vals: &[f32]) -> Result<()> {
+        let id = self.dir.join(IDENTITY);
+        if !id.exists() {
+            let text = serde_json::to_vec_pretty(&self.identity)
+                .map_err(|e| Error::Invalid(format!("identity of a sampling run: {e}")))?;
+            daed_io::atomic::write_atomic(&id, &text)?;
+        }
         let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
         daed_io::atomic::write_atomic(self.batch_path(index), &bytes)?;
         Ok(())
@@ -114,7 +143,8 @@ impl KeptBatches {
             return Ok(());
         }
         let files: Vec<PathBuf> = self.batch_files()?.collect();
-        for f in files.iter().chain([&self.dir.join(IDENTITY)]) {
+        let own = [self.dir.join(IDENTITY), self.dir.join(LOCK)];
+        for f in files.iter().chain(&own) {
             match std::fs::remove_file(f) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(f, e)),
                 _ => {}
@@ -124,16 +154,14 @@ impl KeptBatches {
         Ok(())
     }
 
-    /// Removes the temporary files of writes a kill cut short (`batch_*.f32.tmp-PID`).
+    /// Removes the temporary files of writes a kill cut short (`batch_*.f32.tmp-PID` and
+    /// `identity.json.tmp-PID` of processes no longer running).
     fn clear_torn_writes(&self) -> Result<()> {
-        let Ok(rd) = std::fs::read_dir(&self.dir) else {
-            return Ok(());
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let ours = name.starts_with("batch_") || name.starts_with(IDENTITY);
-            if ours && name.contains(".tmp-") {
-                std::fs::remove_file(e.path()).map_err(|err| Error::io(e.path(), err))?;
+        for p in daed_io::atomic::stale_temps(&self.dir) {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+            let ours = name.is_some_and(|n| n.starts_with("batch_") || n.starts_with(IDENTITY));
+            if ours {
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
             }
         }
         Ok(())
@@ -265,11 +293,19 @@ mod tests {
         );
 
         // A write a kill cut short is cleared on the next start.
-        let torn = ours.dir().join("batch_000001.f32.tmp-77");
+        let torn = ours
+            .dir()
+            .join(format!("batch_000001.f32.tmp-{}", u32::MAX - 1));
         std::fs::write(&torn, [0u8; 3]).unwrap();
         std::fs::remove_file(ours.batch_path(1)).unwrap();
         draw(Some(&ours), &mut Vec::new()).unwrap();
         assert!(!torn.exists());
+
+        // A second process sampling into the folder is refused while the first holds it.
+        let held = ours.lock().unwrap();
+        let err = draw(Some(&ours), &mut Vec::new()).unwrap_err().to_string();
+        assert!(err.contains("another daed process"), "{err}");
+        drop(held);
 
         // Something else in the folder stays, and so does the folder.
         std::fs::write(ours.dir().join("notes.txt"), "mine").unwrap();

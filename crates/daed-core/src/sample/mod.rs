@@ -336,6 +336,7 @@ pub fn batched(
             total as f64 * 4.0 / (1u64 << 30) as f64
         ))
     })?;
+    let _lock = plan.keep.map(|k| k.lock()).transpose()?;
     if let Some(k) = plan.keep {
         k.open()?;
     }

@@ -580,6 +580,8 @@ fn lanes_from_rows_plain(rows: &[[f32; ROW]; LANES], d: &mut [[Lanes; TILE]; TIL
     }
 }
 
+const _: () = assert!(LANES == 8, "transpose8_avx moves eight lanes");
+
 /// Columns `col..col + 8` of the eight rows, transposed: element `[i][l]` is `rows[l][col + i]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
@@ -859,8 +861,7 @@ mod tests {
         check_weight_gradient(&g, 5);
     }
 
-    /// The same bits at 1, 2, 3 and 4 threads, with one block (the GEMMs on all threads) and
-    /// with many.
+    /// The AVX transposition against the plain one (the same function twice without AVX2).
     #[test]
     fn the_avx_transposition_moves_every_value_where_the_plain_one_does() {
         let mut rows = [[0.0f32; ROW]; LANES];
@@ -876,6 +877,8 @@ mod tests {
         assert_eq!(plain[2][3][5], (5 * 100 + 2 * TILE + 3) as f32);
     }
 
+    /// The same bits at 1, 2, 3 and 4 threads, with one block (the GEMMs on all threads) and
+    /// with many.
     #[test]
     fn bits_do_not_depend_on_threads() {
         for (xs, ws) in [
