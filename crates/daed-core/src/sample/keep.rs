@@ -72,23 +72,10 @@ impl KeptBatches {
     /// Takes the folder for this process (`.lock`, released when dropped): a second process
     /// sampling into it is refused rather than mixed in.
     pub fn lock(&self) -> Result<std::fs::File> {
+        let busy = "another daed process is sampling into this folder (it holds .lock); wait for \
+                    it to finish";
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        let path = self.dir.join(LOCK);
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        match f.try_lock() {
-            Ok(()) => Ok(f),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::ckpt(
-                &self.dir,
-                "another daed process is sampling into this folder (it holds .lock); wait for \
-                 it to finish",
-            )),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
-        }
+        crate::train::trainer::lock_dir(&self.dir, busy)
     }
 
     /// The kept batch `index` when there, which must hold `len` values.

@@ -522,22 +522,28 @@ pub struct RunLock {
 impl RunLock {
     /// Takes the lock, or says which directory another daed process is writing to.
     pub fn acquire(run_dir: &Path) -> Result<Self> {
-        let path = run_dir.join(".lock");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        match f.try_lock() {
-            Ok(()) => Ok(Self { _file: f }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::ckpt(
-                run_dir,
-                "another daed process is writing to this run directory (it holds .lock); wait \
-                 for it to finish",
-            )),
-            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
-        }
+        let busy = "another daed process is writing to this run directory (it holds .lock); wait \
+                    for it to finish";
+        Ok(Self {
+            _file: lock_dir(run_dir, busy)?,
+        })
+    }
+}
+
+/// An exclusive lock on `dir/.lock` (the file created if missing), held while the returned
+/// file lives; `busy` is the error's message when another process holds it.
+pub fn lock_dir(dir: &Path, busy: &str) -> Result<std::fs::File> {
+    let path = dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::ckpt(dir, busy)),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
     }
 }
 
