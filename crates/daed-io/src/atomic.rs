@@ -65,6 +65,26 @@ pub fn check_writable_dir(dir: &Path) -> Result<()> {
     std::fs::remove_file(&probe).map_err(|e| Error::io(&probe, e))
 }
 
+/// An exclusive lock on `dir/.lock` (the file created if missing), held while the returned
+/// file lives; `busy` is the error's message (after the folder's name) when another process
+/// holds it.
+pub fn lock_dir(dir: &Path, busy: &str) -> Result<std::fs::File> {
+    let path = dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(Error::Invalid(format!("{}: {busy}", dir.display())))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
 /// The process id in a temporary name written by daed (`NAME.tmp-PID`), if it is one.
 pub fn temp_owner(name: &str) -> Option<u32> {
     let (_, pid) = name.rsplit_once(".tmp-")?;

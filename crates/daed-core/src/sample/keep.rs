@@ -75,7 +75,7 @@ impl KeptBatches {
         let busy = "another daed process is sampling into this folder (it holds .lock); wait for \
                     it to finish";
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        crate::train::trainer::lock_dir(&self.dir, busy)
+        Ok(daed_io::atomic::lock_dir(&self.dir, busy)?)
     }
 
     /// The kept batch `index` when there, which must hold `len` values.

@@ -525,25 +525,8 @@ impl RunLock {
         let busy = "another daed process is writing to this run directory (it holds .lock); wait \
                     for it to finish";
         Ok(Self {
-            _file: lock_dir(run_dir, busy)?,
+            _file: daed_io::atomic::lock_dir(run_dir, busy)?,
         })
-    }
-}
-
-/// An exclusive lock on `dir/.lock` (the file created if missing), held while the returned
-/// file lives; `busy` is the error's message when another process holds it.
-pub fn lock_dir(dir: &Path, busy: &str) -> Result<std::fs::File> {
-    let path = dir.join(".lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::io(&path, e))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::ckpt(dir, busy)),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
     }
 }
 
