@@ -43,3 +43,52 @@ pub fn switches_set() -> Vec<String> {
         .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SWITCHES;
+
+    /// The variables this crate reads that cannot change a result's bits.
+    const NEUTRAL: [&str; 1] = ["DAED_SPLIT_BATCH"]; // the same bits, split or not (parallel.rs)
+
+    fn sources(dir: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+
+    /// Every `"DAED_..."` variable the kernels read is either a listed switch or known not to
+    /// change the bits: a new switch left out of [`SWITCHES`] would let a resumed job mix bits.
+    #[test]
+    fn every_environment_switch_of_the_kernels_is_listed() {
+        let mut texts = Vec::new();
+        sources(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut texts,
+        );
+        let mut found = std::collections::BTreeSet::new();
+        for t in &texts {
+            for part in t.split("\"DAED_").skip(1) {
+                let name: String = part
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || *c == '_' || c.is_ascii_digit())
+                    .collect();
+                if !name.is_empty() && part[name.len()..].starts_with('"') {
+                    found.insert(format!("DAED_{name}"));
+                }
+            }
+        }
+        assert!(found.len() >= SWITCHES.len(), "{found:?}");
+        for name in &found {
+            assert!(
+                SWITCHES.contains(&name.as_str()) || NEUTRAL.contains(&name.as_str()),
+                "{name} is read by the kernels but is not in SWITCHES"
+            );
+        }
+    }
+}
