@@ -389,9 +389,11 @@ fn load_samples(specs: &[String], c: &Common) -> Result<Source> {
         ..c.clone()
     };
     let mut joined: Option<ImageSet> = None;
-    let same = |a: &String| std::fs::canonicalize(a).unwrap_or_else(|_| PathBuf::from(a));
+    let files: Vec<PathBuf> = (specs.iter())
+        .map(|a| std::fs::canonicalize(a).unwrap_or_else(|_| PathBuf::from(a)))
+        .collect();
     for (i, spec) in specs.iter().enumerate() {
-        if specs[..i].iter().any(|before| same(before) == same(spec)) {
+        if files[..i].contains(&files[i]) {
             bail!("--samples: {spec} is given twice (its images would count twice)");
         }
         let Source::Images(set) = load_source(spec, &whole)? else {

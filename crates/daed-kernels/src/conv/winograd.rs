@@ -517,8 +517,7 @@ fn transform_input(g: &Geom, x: &[f32], pos: &[Pos], v: &mut [f32], ld: usize) {
                 let plane = &x[(p.img * ci + c) * hw..][..hw];
                 patch_row(g, plane, p, row);
             }
-            rows[chunk.len()..].iter_mut().for_each(|r| r.fill(0.0));
-            lanes_from_rows(&rows, &mut d);
+            lanes_from_rows(&mut rows, chunk.len(), &mut d);
             right(&d, &BT, &mut t1);
             left(&BT, &t1, &mut t);
             for (e, val) in t.iter().flatten().enumerate() {
@@ -552,10 +551,12 @@ fn patch_row(g: &Geom, plane: &[f32], p: &Pos, row: &mut [f32; ROW]) {
     }
 }
 
-/// Entry `e` of every lane's row into lane `l` of `d[e / 6][e % 6]`: an 8x8 transposition per
-/// eight entries (AVX shuffles where the CPU has AVX2).
+/// Entry `e` of every lane's row into lane `l` of `d[e / 6][e % 6]`, the rows past the first
+/// `used` (past a block's last tile) zeroed first: an 8x8 transposition per eight entries (AVX
+/// shuffles where the CPU has AVX2).
 #[inline(always)]
-fn lanes_from_rows(rows: &[[f32; ROW]; LANES], d: &mut [[Lanes; TILE]; TILE]) {
+fn lanes_from_rows(rows: &mut [[f32; ROW]; LANES], used: usize, d: &mut [[Lanes; TILE]; TILE]) {
+    rows[used..].iter_mut().for_each(|r| r.fill(0.0));
     #[cfg(target_arch = "x86_64")]
     if avx2() {
         for k in 0..ROW / LANES {
@@ -593,38 +594,30 @@ unsafe fn transpose8_avx(rows: &[[f32; ROW]; LANES], col: usize) -> [Lanes; LANE
         // SAFETY: `src` holds 8 floats.
         unsafe { _mm256_loadu_ps(src.as_ptr()) }
     });
-    let lo = |a, b| _mm256_unpacklo_ps(a, b);
-    let hi = |a, b| _mm256_unpackhi_ps(a, b);
-    let t = [
-        lo(r[0], r[1]),
-        hi(r[0], r[1]),
-        lo(r[2], r[3]),
-        hi(r[2], r[3]),
-        lo(r[4], r[5]),
-        hi(r[4], r[5]),
-        lo(r[6], r[7]),
-        hi(r[6], r[7]),
-    ];
-    let s = [
-        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
-        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
-        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
-        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
-        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
-        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
-        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
-        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
-    ];
-    let o = [
-        _mm256_permute2f128_ps::<0x20>(s[0], s[4]),
-        _mm256_permute2f128_ps::<0x20>(s[1], s[5]),
-        _mm256_permute2f128_ps::<0x20>(s[2], s[6]),
-        _mm256_permute2f128_ps::<0x20>(s[3], s[7]),
-        _mm256_permute2f128_ps::<0x31>(s[0], s[4]),
-        _mm256_permute2f128_ps::<0x31>(s[1], s[5]),
-        _mm256_permute2f128_ps::<0x31>(s[2], s[6]),
-        _mm256_permute2f128_ps::<0x31>(s[3], s[7]),
-    ];
+    // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped across.
+    let t: [__m256; LANES] = std::array::from_fn(|i| {
+        let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_ps(a, b)
+        } else {
+            _mm256_unpackhi_ps(a, b)
+        }
+    });
+    let s: [__m256; LANES] = std::array::from_fn(|i| {
+        let (a, b) = [(0, 2), (1, 3), (4, 6), (5, 7)][i / 2];
+        if i % 2 == 0 {
+            _mm256_shuffle_ps::<0x44>(t[a], t[b])
+        } else {
+            _mm256_shuffle_ps::<0xEE>(t[a], t[b])
+        }
+    });
+    let o: [__m256; LANES] = std::array::from_fn(|i| {
+        if i < 4 {
+            _mm256_permute2f128_ps::<0x20>(s[i], s[i + 4])
+        } else {
+            _mm256_permute2f128_ps::<0x31>(s[i - 4], s[i])
+        }
+    });
     let mut out = [[0.0f32; LANES]; LANES];
     for (dst, v) in out.iter_mut().zip(o) {
         // SAFETY: `dst` holds 8 floats.
@@ -668,7 +661,8 @@ fn transform_output(g: &Geom, m: &[f32], ld: usize, pos: &[Pos], bias: Option<&[
 fn transform_grad(g: &Geom, dy: &[f32], pos: &[Pos], m: &mut [f32], ld: usize) {
     let (co, p) = (g.co, g.p());
     // Zeroed once: entries of rows and columns 4 and 5 are never written, each lane's 4x4
-    // corner in full (zero outside the output), and the lanes past the last tile are cleared.
+    // corner in full (zero outside the output), and `lanes_from_rows` clears the lanes past the
+    // last tile.
     let mut rows = [[0.0f32; ROW]; LANES];
     let mut d = ZERO_PATCH;
     let (mut t1, mut t) = (ZERO_PATCH, ZERO_PATCH);
@@ -687,8 +681,7 @@ fn transform_grad(g: &Geom, dy: &[f32], pos: &[Pos], m: &mut [f32], ld: usize) {
                     dst[src.len()..OUT].fill(0.0);
                 }
             }
-            rows[chunk.len()..].iter_mut().for_each(|r| r.fill(0.0));
-            lanes_from_rows(&rows, &mut d);
+            lanes_from_rows(&mut rows, chunk.len(), &mut d);
             left(&A6, &d, &mut t1);
             right(&t1, &A6, &mut t);
             for (e, val) in t.iter().flatten().enumerate() {
@@ -871,7 +864,7 @@ mod tests {
             }
         }
         let (mut fast, mut plain) = (ZERO_PATCH, ZERO_PATCH);
-        lanes_from_rows(&rows, &mut fast);
+        lanes_from_rows(&mut rows, LANES, &mut fast);
         lanes_from_rows_plain(&rows, &mut plain);
         assert_eq!(fast, plain);
         assert_eq!(plain[2][3][5], (5 * 100 + 2 * TILE + 3) as f32);
