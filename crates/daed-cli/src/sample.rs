@@ -85,9 +85,10 @@ pub fn run(a: SampleArgs) -> Result<()> {
     let npz = out.join(format!("{}.npz", opts.file_tag(a.n, ema)));
     let keep = daed_core::draw::keep_beside(&npz, &ck, ema, a.n, a.batch_size, &opts, &device)?;
     let kept = keep.open()?;
+    let before = keep.seconds()?;
     if kept > 0 {
         println!(
-            "continuing: {kept} of {} batches were drawn before and are kept in {}",
+            "continuing: {kept} of {} batches were drawn before (in {before:.1} s) and are kept in {}",
             a.n.div_ceil(a.batch_size),
             keep.dir().display()
         );
@@ -113,9 +114,13 @@ pub fn run(a: SampleArgs) -> Result<()> {
         "" => steps.to_string(),
         r => r.to_string(),
     };
+    let earlier = (before > 0.0).then(|| format!(", {before:.1} s of them in earlier runs"));
     println!(
-        "{} images in {secs:.1} s ({steps} steps from step {} of the model)",
-        a.n, ck.state.step
+        "{} images in {:.1} s{} ({steps} steps from step {} of the model)",
+        a.n,
+        before + secs,
+        earlier.unwrap_or_default(),
+        ck.state.step
     );
     println!("grid: {}", png.display());
     println!("npz:  {} (arr_0: uint8 NHWC)", npz.display());

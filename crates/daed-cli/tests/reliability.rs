@@ -713,7 +713,8 @@ fn bf16_precision_is_refused_where_absent_and_reproducible_where_present() {
 }
 
 /// `daed sample` killed part-way keeps its finished batches; the same command then continues and
-/// writes the file an uninterrupted run writes, byte for byte, and removes the kept batches.
+/// writes the file an uninterrupted run writes, byte for byte, reports the sampling time of both
+/// runs, and removes the kept batches.
 #[test]
 fn killed_sampling_continues_with_the_bits_of_an_uninterrupted_run() {
     let dir = tmp("sample-kill");
@@ -769,6 +770,8 @@ fn killed_sampling_continues_with_the_bits_of_an_uninterrupted_run() {
     let again = sample(&cut).output().unwrap();
     let t = String::from_utf8_lossy(&again.stdout);
     assert!(again.status.success() && t.contains("continuing: "), "{t}");
+    // The time reported counts the killed run's batches too.
+    assert!(t.contains("s of them in earlier runs"), "{t}");
     let npz = |d: &Path| std::fs::read(d.join(format!("{tag}.npz"))).unwrap();
     assert!(
         npz(&cut) == npz(&whole),

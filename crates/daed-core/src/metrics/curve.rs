@@ -80,7 +80,8 @@ pub struct CurvePoint {
     pub fid: f64,
     /// The samples (`.npz`).
     pub samples: PathBuf,
-    /// Seconds spent sampling (0 when the samples were already there).
+    /// Seconds spent sampling, by every process that drew a batch of them (0 when the samples
+    /// were already there).
     pub sample_s: f64,
 }
 
@@ -482,9 +483,10 @@ fn checkpoint_samples(
         return Ok((set, npz, 0.0));
     }
     let kept = keep.open()?;
+    let before = keep.seconds()?;
     if kept > 0 {
         progress.message(&format!(
-            "step {}: continuing, {kept} batches were drawn before ({})",
+            "step {}: continuing, {kept} batches were drawn before in {before:.0} s ({})",
             ck.state.step,
             keep.dir().display()
         ));
@@ -497,7 +499,7 @@ fn checkpoint_samples(
     let what = format!("sample, step {}", ck.state.step);
     let mut tick = |k, total| progress.stage(&what, k, total);
     let (imgs, _) = crate::draw::sample(ck, s.ema, s.n, s.batch_size, &opts, device, &mut tick)?;
-    let secs = start.elapsed().as_secs_f64();
+    let secs = before + start.elapsed().as_secs_f64();
     let [c, h, w] = ck.state.image_shape;
     let set = ImageSet::from_f32(c, h, w, &imgs);
     crate::draw::save(&npz, &set, None)?;

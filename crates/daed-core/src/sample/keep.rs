@@ -7,6 +7,8 @@
 //! output (`TAG.parts`), with `identity.json` naming the checkpoint (by the SHA-256 of its
 //! `state.json`, which holds the weights' checksums), the weights, the options' tag, the batch
 //! size and the image shape. A folder of another run is refused, not mixed in or deleted.
+//! `drawing_seconds.txt` adds up the seconds spent drawing the kept batches, so that a run
+//! finished by a later process reports its whole sampling time.
 use crate::{Error, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -15,6 +17,8 @@ use std::path::{Path, PathBuf};
 const IDENTITY: &str = "identity.json";
 /// The lock file of the process sampling into a kept-batches folder.
 const LOCK: &str = ".lock";
+/// The seconds spent drawing the kept batches, as decimal text.
+const SECONDS: &str = "drawing_seconds.txt";
 
 /// Where a sampling run keeps its finished batches, and what run they belong to.
 #[derive(Clone, Debug)]
@@ -110,8 +114,9 @@ impl KeptBatches {
         Ok(Some(vals))
     }
 
-    /// Keeps batch `index` (written atomically; the identity first, with the first batch).
-    pub fn keep(&self, index: usize, vals: &[f32]) -> Result<()> {
+    /// Keeps batch `index`, drawn in `secs` seconds (written atomically; the identity first,
+    /// with the first batch; then the batch; then the seconds' new total).
+    pub fn keep(&self, index: usize, vals: &[f32], secs: f64) -> Result<()> {
         let id = self.dir.join(IDENTITY);
         if !id.exists() {
             let text = serde_json::to_vec_pretty(&self.identity)
@@ -120,7 +125,30 @@ impl KeptBatches {
         }
         let bytes: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
         daed_io::atomic::write_atomic(self.batch_path(index), &bytes)?;
+        let total = self.seconds()? + secs;
+        daed_io::atomic::write_atomic(self.dir.join(SECONDS), format!("{total}\n").as_bytes())?;
         Ok(())
+    }
+
+    /// The seconds spent drawing the kept batches, in this process and earlier ones (0 when
+    /// none are kept).
+    pub fn seconds(&self) -> Result<f64> {
+        let p = self.dir.join(SECONDS);
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0.0),
+            Err(e) => return Err(Error::io(&p, e)),
+        };
+        text.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| {
+                Error::ckpt(
+                    &p,
+                    format!("holds {:?}, not a number of seconds", text.trim()),
+                )
+            })
     }
 
     /// Removes the kept batches and the identity once the output is written; the folder goes
@@ -130,7 +158,7 @@ impl KeptBatches {
             return Ok(());
         }
         let files: Vec<PathBuf> = self.batch_files()?.collect();
-        let own = [self.dir.join(IDENTITY), self.dir.join(LOCK)];
+        let own = [IDENTITY, SECONDS, LOCK].map(|f| self.dir.join(f));
         for f in files.iter().chain(&own) {
             match std::fs::remove_file(f) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(f, e)),
@@ -142,11 +170,13 @@ impl KeptBatches {
     }
 
     /// Removes the temporary files of writes a kill cut short (`batch_*.f32.tmp-PID` and
-    /// `identity.json.tmp-PID` of processes no longer running).
+    /// `identity.json.tmp-PID`, `drawing_seconds.txt.tmp-PID` of processes no longer running).
     fn clear_torn_writes(&self) -> Result<()> {
         for p in daed_io::atomic::stale_temps(&self.dir) {
             let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-            let ours = name.is_some_and(|n| n.starts_with("batch_") || n.starts_with(IDENTITY));
+            let ours = name.is_some_and(|n| {
+                n.starts_with("batch_") || n.starts_with(IDENTITY) || n.starts_with(SECONDS)
+            });
             if ours {
                 std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
             }
@@ -206,8 +236,8 @@ mod tests {
         d
     }
 
-    /// Draws 7 images in batches of 3 with a stand-in model (noise halved), counting the
-    /// batches it runs.
+    /// Draws 7 images in batches of 3 with a stand-in model (noise halved, 5 ms a batch),
+    /// counting the batches it runs.
     fn draw(keep: Option<&KeptBatches>, ran: &mut Vec<u64>) -> Result<Vec<f32>> {
         let plan = BatchPlan {
             shape: [1, 2, 2],
@@ -219,6 +249,7 @@ mod tests {
         };
         let mut run = |x: Tensor<4>, chain: u64, _: &mut dyn FnMut(usize, usize)| {
             ran.push(chain);
+            std::thread::sleep(std::time::Duration::from_millis(5));
             x.mul_scalar(0.5)
         };
         batched(&plan, &Device::default(), &mut |_, _| {}, &mut run)
@@ -235,13 +266,24 @@ mod tests {
         ran.clear();
         assert_eq!(draw(Some(&keep), &mut ran).unwrap(), whole);
         assert_eq!(keep.open().unwrap(), 3, "every batch is kept");
-        // A run stopped after its first batch: the later ones are missing.
+        let secs = keep.seconds().unwrap();
+        assert!(
+            (0.015..10.0).contains(&secs),
+            "3 batches of 5 ms took {secs} s"
+        );
+        // A run stopped after its first batch, which took 1.5 s: the later ones are missing.
         for i in [1, 2] {
             std::fs::remove_file(keep.batch_path(i)).unwrap();
         }
+        std::fs::write(keep.dir().join(SECONDS), "1.5\n").unwrap();
         ran.clear();
         let resumed = draw(Some(&keep), &mut ran).unwrap();
         assert_eq!(ran, [1, 2], "only the missing batches are drawn");
+        let secs = keep.seconds().unwrap();
+        assert!(
+            (1.51..11.5).contains(&secs),
+            "1.5 s before and 2 batches now: {secs} s"
+        );
         assert_eq!(
             resumed.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
             whole.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
@@ -296,8 +338,13 @@ mod tests {
 
         // Something else in the folder stays, and so does the folder.
         std::fs::write(ours.dir().join("notes.txt"), "mine").unwrap();
+        // A seconds file that is not a number is refused by name.
+        std::fs::write(ours.dir().join(SECONDS), "soon").unwrap();
+        let err = ours.seconds().unwrap_err().to_string();
+        assert!(err.contains(SECONDS) && err.contains("\"soon\""), "{err}");
         ours.finish().unwrap();
         assert!(ours.dir().join("notes.txt").exists());
+        assert!(!ours.dir().join(SECONDS).exists());
         assert!(!ours.batch_path(0).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -353,6 +353,7 @@ pub fn batched(
             progress(done + steps, nb * steps);
             continue;
         }
+        let started = std::time::Instant::now();
         let x = noise(
             [b, shape[0], shape[1], shape[2]],
             plan.seed,
@@ -369,7 +370,7 @@ pub fn batched(
             )));
         }
         if let Some(k) = plan.keep {
-            k.keep(bi, &imgs)?;
+            k.keep(bi, &imgs, started.elapsed().as_secs_f64())?;
         }
         out.extend(imgs);
     }
