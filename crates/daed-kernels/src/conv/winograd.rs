@@ -547,7 +547,24 @@ fn patch_row(g: &Geom, plane: &[f32], p: &Pos, row: &mut [f32; ROW]) {
     for r in rows {
         let src = &plane[(y0 + r as isize) as usize * g.w..][..g.w];
         let from = (x0 + cols.start as isize) as usize;
-        row[r * TILE..][cols.clone()].copy_from_slice(&src[from..][..cols.len()]);
+        copy_short::<TILE>(
+            &mut row[r * TILE..][cols.clone()],
+            &src[from..][..cols.len()],
+        );
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the few values of a patch row or a lane group: a copy of `N`
+/// values when that is the length, which the compiler turns into a few moves, instead of a
+/// call to `memmove` (which these copies of 4-8 values spent most of their time in).
+#[inline(always)]
+fn copy_short<const N: usize>(dst: &mut [f32], src: &[f32]) {
+    match (
+        <&mut [f32; N]>::try_from(&mut *dst),
+        <&[f32; N]>::try_from(src),
+    ) {
+        (Ok(d), Ok(s)) => *d = *s,
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -677,7 +694,7 @@ fn transform_grad(g: &Geom, dy: &[f32], pos: &[Pos], m: &mut [f32], ld: usize) {
                     } else {
                         &[]
                     };
-                    dst[..src.len()].copy_from_slice(src);
+                    copy_short::<OUT>(&mut dst[..src.len()], src);
                     dst[src.len()..OUT].fill(0.0);
                 }
             }
@@ -709,7 +726,7 @@ fn kernel_gradient_of(du: &[f32], o: usize, co: usize, ci: usize, dw: &mut [f32]
         let lanes = LANES.min(ci - i0);
         let mut d = ZERO_PATCH;
         for (e, val) in d.iter_mut().flatten().enumerate() {
-            val[..lanes].copy_from_slice(&du[e * plane + o * ci + i0..][..lanes]);
+            copy_short::<LANES>(&mut val[..lanes], &du[e * plane + o * ci + i0..][..lanes]);
         }
         left(&GT6, &d, &mut t1);
         right(&t1, &GT6, &mut t);
