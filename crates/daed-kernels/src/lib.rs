@@ -7,7 +7,7 @@
 //! statistics; per-channel multiply-add + SiLU), `softmax` (last dimension), `attention` (fused
 //! per block of queries, inference), `vexp` (eight-lane `exp` under the softmax and the SiLU),
 //! `pool` (max / inside-mean, inference), `parallel` (the two halves of a batch on two threads,
-//! inference). `DAED_CONV=burn`, `DAED_NORM=burn`, `DAED_SOFTMAX=burn`, `DAED_ATTENTION=burn`
+//! inference), `optim` (AdamW and the EMA as fused parallel passes, the tensor version's bits). `DAED_CONV=burn`, `DAED_NORM=burn`, `DAED_SOFTMAX=burn`, `DAED_ATTENTION=burn`
 //! and `DAED_POOL=burn` switch back to burn's operations, `DAED_WINOGRAD=0` to im2col. `alloc`
 //! keeps large freed blocks for reuse.
 pub mod alloc;
@@ -17,6 +17,7 @@ pub mod conv;
 #[cfg(feature = "flex")]
 mod flex_ops;
 pub mod norm;
+pub mod optim;
 pub mod parallel;
 pub mod pool;
 pub mod precision;

@@ -80,27 +80,21 @@ impl AdamW {
         self.t += 1;
         let bc1 = 1.0 - s.beta1.powi(self.t as i32);
         let bc2 = 1.0 - s.beta2.powi(self.t as i32);
-        let step_size = lr / bc1;
+        let step = daed_kernels::optim::AdamStep {
+            clip,
+            beta1: s.beta1,
+            beta2: s.beta2,
+            bc2,
+            eps: s.eps,
+            decay: (s.weight_decay > 0.0).then_some(1.0 - lr * s.weight_decay),
+            step_size: lr / bc1,
+        };
         let m_map = &mut self.m;
         let v_map = &mut self.v;
         let module = map_params(module, &mut |path, id, p| {
             let g = flat.remove(&id)?;
-            let g = if clip != 1.0 { g.mul_scalar(clip) } else { g };
-            let m = match m_map.remove(path) {
-                Some(m) => m.mul_scalar(s.beta1) + g.clone().mul_scalar(1.0 - s.beta1),
-                None => g.clone().mul_scalar(1.0 - s.beta1),
-            };
-            let v = match v_map.remove(path) {
-                Some(v) => v.mul_scalar(s.beta2) + g.square().mul_scalar(1.0 - s.beta2),
-                None => g.square().mul_scalar(1.0 - s.beta2),
-            };
-            let denom = v.clone().div_scalar(bc2).sqrt().add_scalar(s.eps);
-            let p = if s.weight_decay > 0.0 {
-                p.mul_scalar(1.0 - lr * s.weight_decay)
-            } else {
-                p
-            };
-            let p = p - (m.clone() / denom).mul_scalar(step_size);
+            let mv = m_map.remove(path).zip(v_map.remove(path));
+            let (p, m, v) = daed_kernels::optim::adamw(p, g, mv, &step);
             m_map.insert(path.to_string(), m);
             v_map.insert(path.to_string(), v);
             Some(p)
@@ -189,6 +183,6 @@ pub fn ema_update<M: Module, E: Module>(ema: E, model: &M, rate: f64) -> E {
         let p = src.remove(path)?;
         let p = p.to_device(&e.device());
         // e + (p - e)(1 - rate): exact when p == e (a frozen network stays bit-identical).
-        Some(e.clone() + (p - e).mul_scalar(1.0 - rate))
+        Some(daed_kernels::optim::ema(e, p, rate))
     })
 }
