@@ -7,9 +7,10 @@
 //! statistics; per-channel multiply-add + SiLU), `softmax` (last dimension), `attention` (fused
 //! per block of queries, inference), `vexp` (eight-lane `exp` under the softmax and the SiLU),
 //! `pool` (max / inside-mean, inference), `parallel` (the two halves of a batch on two threads,
-//! inference), `optim` (AdamW and the EMA as fused parallel passes, the tensor version's bits). `DAED_CONV=burn`, `DAED_NORM=burn`, `DAED_SOFTMAX=burn`, `DAED_ATTENTION=burn`
-//! and `DAED_POOL=burn` switch back to burn's operations, `DAED_WINOGRAD=0` to im2col. `alloc`
-//! keeps large freed blocks for reuse.
+//! inference), `optim` (AdamW and the EMA as fused parallel passes, the tensor version's bits).
+//! `DAED_CONV=burn`, `DAED_NORM=burn`, `DAED_SOFTMAX=burn`, `DAED_ATTENTION=burn` and
+//! `DAED_POOL=burn` switch back to burn's operations, `DAED_WINOGRAD=0` to im2col. `alloc` keeps
+//! large freed blocks for reuse.
 pub mod alloc;
 pub mod attention;
 mod bf16;

@@ -10,8 +10,12 @@
 //! result has the same bits, and elements are independent, so the
 //! thread count does not matter either. Used on flex without autodiff (the optimizer works on the
 //! parameters' inner tensors); elsewhere the callers keep the tensor operations.
+use std::mem::MaybeUninit;
+
 use burn::tensor::Tensor;
 use rayon::prelude::*;
+
+use crate::zeros::{fill_from, written};
 
 /// Elements per parallel task.
 const CHUNK: usize = 1 << 16;
@@ -100,18 +104,22 @@ pub fn moments_slices(g: &[f32], mv: Option<(&[f32], &[f32])>, s: &AdamStep) -> 
         "adamw: gradient and moments differ in length"
     );
     let c = s.consts();
-    let mut out = vec![0.0f32; 2 * n];
-    let (mo, vo) = out.split_at_mut(n);
-    (mo.par_chunks_mut(CHUNK), vo.par_chunks_mut(CHUNK))
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(k, (mo, vo))| {
-            for j in 0..mo.len() {
-                let i = k * CHUNK + j;
-                (mo[j], vo[j]) = moments_one(&c, g[i], mv.map(|(m, v)| (m[i], v[i])));
-            }
-        });
-    out
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        let (mo, vo) = out.split_at_mut(n);
+        (mo.par_chunks_mut(CHUNK), vo.par_chunks_mut(CHUNK))
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(k, (mo, vo))| {
+                for (j, (mo, vo)) in mo.iter_mut().zip(vo).enumerate() {
+                    let i = k * CHUNK + j;
+                    let (m, v) = moments_one(&c, g[i], mv.map(|(m, v)| (m[i], v[i])));
+                    mo.write(m);
+                    vo.write(v);
+                }
+            });
+    };
+    // SAFETY: every slot of both halves is written above.
+    unsafe { written(2 * n, fill) }
 }
 
 /// AdamW's parameter over slices, from `p` and the new moments `m`, `v`.
@@ -121,14 +129,17 @@ pub fn param_slices(p: &[f32], m: &[f32], v: &[f32], s: &AdamStep) -> Vec<f32> {
         "adamw: parameter and moments differ in length"
     );
     let c = s.consts();
-    let mut out = vec![0.0f32; p.len()];
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(k, o)| {
-        for (j, o) in o.iter_mut().enumerate() {
-            let i = k * CHUNK + j;
-            *o = param_one(&c, p[i], m[i], v[i]);
-        }
-    });
-    out
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(CHUNK).enumerate().for_each(|(k, o)| {
+            let at = k * CHUNK;
+            fill_from(
+                o,
+                (at..at + o.len()).map(|i| param_one(&c, p[i], m[i], v[i])),
+            );
+        })
+    };
+    // SAFETY: `fill_from` writes every slot of each chunk (it checks the count).
+    unsafe { written(p.len(), fill) }
 }
 
 /// The EMA update over slices: `e + (p - e) * (1 - rate)` per element (exact where `p == e`).
@@ -139,15 +150,15 @@ pub fn ema_slices(e: &[f32], p: &[f32], rate: f64) -> Vec<f32> {
         "ema: shadow and parameter differ in length"
     );
     let w = (1.0 - rate) as f32;
-    let mut out = vec![0.0f32; e.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(e.par_chunks(CHUNK).zip(p.par_chunks(CHUNK)))
-        .for_each(|(o, (e, p))| {
-            for ((o, &e), &p) in o.iter_mut().zip(e).zip(p) {
-                *o = e + (p - e) * w;
-            }
-        });
-    out
+    let fill = |out: &mut [MaybeUninit<f32>]| {
+        out.par_chunks_mut(CHUNK)
+            .zip(e.par_chunks(CHUNK).zip(p.par_chunks(CHUNK)))
+            .for_each(|(o, (e, p))| {
+                fill_from(o, e.iter().zip(p).map(|(&e, &p)| e + (p - e) * w));
+            })
+    };
+    // SAFETY: `fill_from` writes every slot of each chunk (it checks the count).
+    unsafe { written(e.len(), fill) }
 }
 
 /// One AdamW update of a parameter: `(p', m', v')` from `p`, its gradient `g` and its moments
@@ -232,7 +243,6 @@ mod ext {
     use crate::flex_ops::{dense, f32s, flex_tensor, on_flex};
 
     /// The optimizer's updates as backend operations daed implements itself (no gradients).
-    /// `c` holds an [`AdamStep`]: clip, beta1, beta2, bc2, eps, decay (negative: none), step.
     #[backend_extension(Flex)]
     pub trait OptimExt: Backend {
         /// `[m'; v']` of one AdamW update; `first`: no moments yet (`m`, `v` unused).
@@ -241,14 +251,14 @@ mod ext {
             m: FloatTensor<Self>,
             v: FloatTensor<Self>,
             first: bool,
-            c: [f64; 7],
+            s: AdamStep,
         ) -> FloatTensor<Self>;
         /// `p'` of one AdamW update from the new moments.
         fn daed_adam_param(
             p: FloatTensor<Self>,
             m: FloatTensor<Self>,
             v: FloatTensor<Self>,
-            c: [f64; 7],
+            s: AdamStep,
         ) -> FloatTensor<Self>;
         /// `e + (p - e) * (1 - rate)`.
         fn daed_ema(e: FloatTensor<Self>, p: FloatTensor<Self>, rate: f64) -> FloatTensor<Self>;
@@ -257,25 +267,6 @@ mod ext {
     /// f32 on flex without autodiff.
     pub(super) fn applies(x: &Tensor<1>) -> bool {
         on_flex(x, false)
-    }
-
-    fn pack(s: &AdamStep) -> [f64; 7] {
-        let decay = s.decay.unwrap_or(-1.0);
-        [s.clip, s.beta1, s.beta2, s.bc2, s.eps, decay, s.step_size]
-    }
-
-    fn unpack(c: [f64; 7]) -> AdamStep {
-        let [clip, beta1, beta2, bc2, eps, decay, step_size] = c;
-        let decay = (decay >= 0.0).then_some(decay);
-        AdamStep {
-            clip,
-            beta1,
-            beta2,
-            bc2,
-            eps,
-            decay,
-            step_size,
-        }
     }
 
     pub(super) fn moments(
@@ -290,7 +281,7 @@ mod ext {
             m.into_dispatch(),
             v.into_dispatch(),
             first,
-            pack(s),
+            *s,
         ))
     }
 
@@ -299,7 +290,7 @@ mod ext {
             p.into_dispatch(),
             m.into_dispatch(),
             v.into_dispatch(),
-            pack(s),
+            *s,
         ))
     }
 
@@ -311,33 +302,33 @@ mod ext {
         ))
     }
 
+    /// A flat flex tensor of `values`.
+    fn flat(values: Vec<f32>) -> FlexTensor {
+        let len = values.len();
+        flex_tensor(values, Shape::new([len]))
+    }
+
     impl OptimExt for Flex {
         fn daed_adam_moments(
             g: FlexTensor,
             m: FlexTensor,
             v: FlexTensor,
             first: bool,
-            c: [f64; 7],
+            s: AdamStep,
         ) -> FlexTensor {
             let (g, m, v) = (dense(g), dense(m), dense(v));
             let mv = (!first).then(|| (f32s(&m), f32s(&v)));
-            let out = moments_slices(f32s(&g), mv, &unpack(c));
-            let len = out.len();
-            flex_tensor(out, Shape::new([len]))
+            flat(moments_slices(f32s(&g), mv, &s))
         }
 
-        fn daed_adam_param(p: FlexTensor, m: FlexTensor, v: FlexTensor, c: [f64; 7]) -> FlexTensor {
+        fn daed_adam_param(p: FlexTensor, m: FlexTensor, v: FlexTensor, s: AdamStep) -> FlexTensor {
             let (p, m, v) = (dense(p), dense(m), dense(v));
-            let out = param_slices(f32s(&p), f32s(&m), f32s(&v), &unpack(c));
-            let len = out.len();
-            flex_tensor(out, Shape::new([len]))
+            flat(param_slices(f32s(&p), f32s(&m), f32s(&v), &s))
         }
 
         fn daed_ema(e: FlexTensor, p: FlexTensor, rate: f64) -> FlexTensor {
             let (e, p) = (dense(e), dense(p));
-            let out = ema_slices(f32s(&e), f32s(&p), rate);
-            let len = out.len();
-            flex_tensor(out, Shape::new([len]))
+            flat(ema_slices(f32s(&e), f32s(&p), rate))
         }
     }
 }
