@@ -353,16 +353,17 @@ fn block(
     out: Slots,
 ) {
     let (ci, co, ld) = (g.ci, g.co, s.patches(g, x));
-    for e in 0..E {
+    let v = &s.v;
+    entries(&mut s.m, co * ld, engine, |e, m, engine| {
         matmul(
-            &mut s.m[e * co * ld..][..co * ld],
+            m,
             [co, ld, ci],
             false,
             Mat::rows(&u[e * co * ci..][..co * ci], ci),
-            Mat::rows(&s.v[e * ci * ld..][..ci * ld], ld),
+            Mat::rows(&v[e * ci * ld..][..ci * ld], ld),
             engine,
         );
-    }
+    });
     wide!(
         transform_output,
         transform_output_avx2,
@@ -388,15 +389,43 @@ fn dw_block(g: &Geom, x: &[f32], dy: &[f32], s: &mut Scratch, du: &mut [f32], en
         &mut s.m,
         ld
     );
-    for e in 0..E {
+    let (m, v) = (&s.m, &s.v);
+    entries(du, co * ci, engine, |e, du, engine| {
         matmul(
-            &mut du[e * co * ci..][..co * ci],
+            du,
             [co, ci, ld],
             true,
-            Mat::rows(&s.m[e * co * ld..][..co * ld], ld),
-            Mat::transposed(&s.v[e * ci * ld..][..ci * ld], ld),
+            Mat::rows(&m[e * co * ld..][..co * ld], ld),
+            Mat::transposed(&v[e * ci * ld..][..ci * ld], ld),
             engine,
         );
+    });
+}
+
+/// Runs `gemm(e, dst_e, engine)` for the 36 entries, `dst_e` being the `e`-th `len` elements of
+/// `dst`. Where the block has the threads to itself (`engine` parallel: fewer blocks than
+/// threads, as for 4x4 and 8x8 images), the entries are shared out over the threads, each GEMM
+/// on one: 36 small GEMMs split this way wait less than each split over all threads. The sums
+/// are the same either way (gemm splits only output tiles), so are the bits.
+fn entries(
+    dst: &mut [f32],
+    len: usize,
+    engine: Engine,
+    gemm: impl Fn(usize, &mut [f32], Engine) + Sync,
+) {
+    let dst = &mut dst[..E * len];
+    if matches!(engine.par, gemm::Parallelism::None) {
+        for (e, d) in dst.chunks_exact_mut(len).enumerate() {
+            gemm(e, d, engine);
+        }
+    } else {
+        let one = Engine {
+            par: gemm::Parallelism::None,
+            ..engine
+        };
+        dst.par_chunks_exact_mut(len)
+            .enumerate()
+            .for_each(|(e, d)| gemm(e, d, one));
     }
 }
 
