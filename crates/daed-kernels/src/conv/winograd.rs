@@ -113,29 +113,23 @@ pub fn forward(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32
     );
     assert_eq!(x.len(), g.n * g.x_len(), "winograd: input length");
     assert_eq!(wt.len(), g.co * g.k(), "winograd: weight length");
-    let u = transform_weights(g.co, g.ci, wt);
+    let u = transform_weights(g.co, g.ci, Kernels::AsGiven(wt));
     convolve(g, x, &u, bias)
 }
 
 /// The input gradient (`n * ci * h * w`) given the output gradient `dy`: the convolution of `dy`
-/// with `w'[i][o] = w[o][i]` flipped in both spatial axes.
+/// with `w'[i][o] = w[o][i]` flipped in both spatial axes (flipped while it is transformed).
 pub fn input_gradient(g: &Geom, wt: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (co, ci) = (g.co, g.ci);
-    let gt = Geom::new([g.n, co, g.ho, g.wo], [ci, co, 3, 3], [1, 1], [1, 1])
+    assert!(
+        fits(g),
+        "winograd: not a 3x3, stride-1, padding-1 convolution"
+    );
+    assert_eq!(wt.len(), g.co * g.k(), "winograd: weight length");
+    assert_eq!(dy.len(), g.n * g.y_len(), "winograd: gradient length");
+    let gt = Geom::new([g.n, g.co, g.ho, g.wo], [g.ci, g.co, 3, 3], [1, 1], [1, 1])
         .expect("winograd: the transposed geometry of a fitting one fits");
-    let mut flipped = vec![0.0f32; wt.len()];
-    flipped
-        .par_chunks_mut(co * 9)
-        .enumerate()
-        .for_each(|(i, kernels)| {
-            for (o, dst) in kernels.chunks_exact_mut(9).enumerate() {
-                let src = &wt[(o * ci + i) * 9..][..9];
-                for (k, &v) in src.iter().enumerate() {
-                    dst[8 - k] = v;
-                }
-            }
-        });
-    forward(&gt, dy, &flipped, None)
+    let u = transform_weights(g.ci, g.co, Kernels::Flipped(wt));
+    convolve(&gt, dy, &u, None)
 }
 
 /// The weight gradient (`co * ci * 3 * 3`) given the input `x` and the output gradient `dy`.
@@ -198,15 +192,39 @@ const A6: [[f32; TILE]; TILE] = padded(AT, true);
 /// `G^T` (3x6) with zero rows.
 const GT6: [[f32; TILE]; TILE] = padded(G, true);
 
-/// `U[e][o][i]`: the kernel `wt[o][i]` as `G g G^T`, its 36 entries in 36 `co x ci` planes.
-/// Output channels in parallel, [`LANES`] input channels at a time.
-fn transform_weights(co: usize, ci: usize, wt: &[f32]) -> Vec<f32> {
+/// The 3x3 kernels a Winograd convolution transforms.
+#[derive(Clone, Copy)]
+enum Kernels<'a> {
+    /// `co x ci x 3 x 3`, kernel `[o][i]` as it is.
+    AsGiven(&'a [f32]),
+    /// A forward convolution's `ci x co x 3 x 3` weights seen from its input gradient: kernel
+    /// `[o][i]` is the forward's `[i][o]` turned by 180 degrees.
+    Flipped(&'a [f32]),
+}
+
+impl<'a> Kernels<'a> {
+    /// Kernel `[o][i]` of a transformed convolution with `dims = [co, ci]`, and whether its
+    /// taps run backwards.
+    #[inline(always)]
+    fn kernel(self, [co, ci]: [usize; 2], o: usize, i: usize) -> (&'a [f32; 9], bool) {
+        let (wt, at, flipped) = match self {
+            Kernels::AsGiven(wt) => (wt, o * ci + i, false),
+            Kernels::Flipped(wt) => (wt, i * co + o, true),
+        };
+        let kernel = <&[f32; 9]>::try_from(&wt[at * 9..][..9]).expect("nine taps");
+        (kernel, flipped)
+    }
+}
+
+/// `U[e][o][i]`: kernel `[o][i]` of `kernels` as `G g G^T`, its 36 entries in 36 `co x ci`
+/// planes. Output channels in parallel, [`LANES`] input channels at a time.
+fn transform_weights(co: usize, ci: usize, kernels: Kernels) -> Vec<f32> {
     let plane = co * ci;
     let fill = |u: &mut [MaybeUninit<f32>]| {
         let out = SharedOut(u.as_mut_ptr());
-        wt.par_chunks_exact(ci * 9)
-            .enumerate()
-            .for_each(|(o, kernels)| wide!(weights_of, weights_avx2, kernels, o, plane, out));
+        (0..co)
+            .into_par_iter()
+            .for_each(|o| wide!(weights_of, weights_avx2, kernels, [co, ci], o, out));
     };
     // SAFETY: each output channel writes its `ci` entries of each of the 36 planes.
     unsafe { crate::zeros::written(E * plane, fill) }
@@ -215,24 +233,28 @@ fn transform_weights(co: usize, ci: usize, wt: &[f32]) -> Vec<f32> {
 /// [`weights_of`] for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn weights_avx2(kernels: &[f32], o: usize, plane: usize, out: Slots) {
-    weights_of(kernels, o, plane, out)
+unsafe fn weights_avx2(kernels: Kernels, dims: [usize; 2], o: usize, out: Slots) {
+    weights_of(kernels, dims, o, out)
 }
 
-/// The transformed kernels of output channel `o` (its `ci` kernels in `kernels`) into `out`.
+/// The transformed kernels of output channel `o` (of `dims = [co, ci]`) into `out`. The 3x3
+/// corner of `k` is rewritten for every group of lanes and the rest stays zero; a full group's
+/// entries are written as fixed-size arrays (no `memcpy` call for 32 bytes).
 #[inline(always)]
-fn weights_of(kernels: &[f32], o: usize, plane: usize, out: Slots) {
-    let ci = kernels.len() / 9;
-    let (mut t1, mut t) = (ZERO_PATCH, ZERO_PATCH);
+fn weights_of(kernels: Kernels, dims: [usize; 2], o: usize, out: Slots) {
+    let [co, ci] = dims;
+    let plane = co * ci;
+    let (mut k, mut t1, mut t) = (ZERO_PATCH, ZERO_PATCH, ZERO_PATCH);
     for i0 in (0..ci).step_by(LANES) {
         let lanes = LANES.min(ci - i0);
-        let mut k = ZERO_PATCH;
-        for lane in 0..lanes {
-            let kernel = &kernels[(i0 + lane) * 9..][..9];
-            for (r, row) in kernel.chunks_exact(3).enumerate() {
-                for (q, &v) in row.iter().enumerate() {
-                    k[r][q][lane] = v;
-                }
+        if lanes < LANES {
+            k = ZERO_PATCH;
+        }
+        for (lane, i) in (i0..i0 + lanes).enumerate() {
+            let (kernel, flipped) = kernels.kernel(dims, o, i);
+            for (tap, &v) in kernel.iter().enumerate() {
+                let at = if flipped { 8 - tap } else { tap };
+                k[at / 3][at % 3][lane] = v;
             }
         }
         left(&G6, &k, &mut t1);
@@ -240,7 +262,10 @@ fn weights_of(kernels: &[f32], o: usize, plane: usize, out: Slots) {
         for (e, val) in t.iter().flatten().enumerate() {
             // SAFETY: entries (o, i0..i0 + lanes) of plane e belong to this call alone.
             let dst = unsafe { out.slice(e * plane + o * ci + i0, lanes) };
-            copy_into(dst, &val[..lanes]);
+            match <&mut [MaybeUninit<f32>; LANES]>::try_from(&mut *dst) {
+                Ok(full) => *full = val.map(MaybeUninit::new),
+                Err(_) => drop(copy_into(dst, &val[..lanes])),
+            }
         }
     }
 }
