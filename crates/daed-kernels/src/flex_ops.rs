@@ -2,7 +2,12 @@
 //! to burn's operation, the device test, and moving f32 values in and out of flex tensors.
 use std::sync::OnceLock;
 
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
+use burn::backend::Flex;
+
+use crate::conv::kernel::Need;
 use burn::tensor::{DType, Device, Shape, Tensor, TensorData};
 
 /// Whether daed's operation is on: true unless the environment variable `var` says `burn`
@@ -34,6 +39,29 @@ pub(crate) fn dense(t: FlexTensor) -> FlexTensor {
 pub(crate) fn f32s(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .expect("daed flex op: tensor made dense f32 before use")
+}
+
+/// Which of an operation's three parents (input, weight, bias) want a gradient, by the ids of
+/// those that do.
+pub(crate) fn need_of(ids: &[Option<NodeId>; 3]) -> Need {
+    Need {
+        x: ids[0].is_some(),
+        weight: ids[1].is_some(),
+        bias: ids[2].is_some(),
+    }
+}
+
+/// Registers each gradient in `values` with its parent in `ids`, where both are there.
+pub(crate) fn register_grads<const N: usize>(
+    grads: &mut Gradients,
+    ids: [Option<NodeId>; N],
+    values: [Option<FlexTensor>; N],
+) {
+    for (id, g) in ids.into_iter().zip(values) {
+        if let (Some(id), Some(g)) = (id, g) {
+            grads.register::<Flex>(id, g);
+        }
+    }
 }
 
 /// A flex tensor holding `values` in `shape`.

@@ -5,11 +5,13 @@
 //! operations on every other backend (CUDA, libtorch): `conv` (im2col + GEMM, and Winograd
 //! F(4x4, 3x3) for 3x3 stride-1 convolutions; forward and all gradients), `norm` (GroupNorm
 //! statistics; per-channel multiply-add + SiLU), `softmax` (last dimension), `attention` (fused
-//! per block of queries, inference), `vexp` (eight-lane `exp` under the softmax and the SiLU),
+//! per block of queries, inference), `linear` (the attention's projections between feature maps
+//! and token sequences, no transposing copies; bf16 in a bf16 scope), `vexp` (eight-lane `exp`
+//! under the softmax and the SiLU),
 //! `pool` (max / inside-mean, inference), `parallel` (the two halves of a batch on two threads,
 //! inference), `optim` (AdamW and the EMA as fused parallel passes, the tensor version's bits).
-//! `DAED_CONV=burn`, `DAED_NORM=burn`, `DAED_SOFTMAX=burn`, `DAED_ATTENTION=burn` and
-//! `DAED_POOL=burn` switch back to burn's operations, `DAED_WINOGRAD=0` to im2col. `alloc` keeps
+//! `DAED_CONV=burn`, `DAED_NORM=burn`, `DAED_SOFTMAX=burn`, `DAED_ATTENTION=burn`,
+//! `DAED_LINEAR=burn` and `DAED_POOL=burn` switch back to burn's operations, `DAED_WINOGRAD=0` to im2col. `alloc` keeps
 //! large freed blocks for reuse.
 pub mod alloc;
 pub mod attention;
@@ -17,6 +19,7 @@ mod bf16;
 pub mod conv;
 #[cfg(feature = "flex")]
 mod flex_ops;
+pub mod linear;
 pub mod norm;
 pub mod optim;
 pub mod parallel;
@@ -28,10 +31,11 @@ pub mod zeros;
 
 /// The environment variables that choose between kernels, and so can change the bits of a
 /// result (same values, other rounding): what a resumable job records to refuse mixing them.
-pub const SWITCHES: [&str; 7] = [
+pub const SWITCHES: [&str; 8] = [
     "DAED_ATTENTION",
     "DAED_BF16",
     "DAED_CONV",
+    "DAED_LINEAR",
     "DAED_NORM",
     "DAED_POOL",
     "DAED_SOFTMAX",

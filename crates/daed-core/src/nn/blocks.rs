@@ -9,6 +9,7 @@ use burn::nn::{
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Tensor};
+use daed_kernels::linear::Layout;
 
 /// GroupNorm with 32 groups (fewer when the channel count is small), eps 1e-5.
 pub fn norm(channels: usize, device: &Device) -> GroupNorm {
@@ -186,10 +187,8 @@ impl AttentionBlock {
         let t = h * w;
         let nh = self.num_heads;
         let ch = c / nh;
-        let seq = norm_act(&self.norm, x.clone(), None, false)
-            .reshape([b, c, t])
-            .swap_dims(1, 2);
-        let qkv = self.qkv.forward(seq);
+        let normed = norm_act(&self.norm, x.clone(), None, false).reshape([b, c, t]);
+        let qkv = project(&self.qkv, normed, Layout::Channels, Layout::Tokens);
         let (q, k, v) = if self.new_order {
             let part = |i: usize| {
                 qkv.clone()
@@ -204,13 +203,21 @@ impl AttentionBlock {
             (part(0), part(1), part(2))
         };
         let a = attend(q, k, v).swap_dims(1, 2).reshape([b, t, c]);
-        let out = self
-            .proj_out
-            .forward(a)
-            .swap_dims(1, 2)
-            .reshape([b, c, h, w]);
-        x + out
+        let out = project(&self.proj_out, a, Layout::Tokens, Layout::Channels);
+        x + out.reshape([b, c, h, w])
     }
+}
+
+/// `layer` applied to `x` laid out as `input` (tokens `[B, T, C]` or channels `[B, C, T]`), the
+/// result laid out as `output`: daed's kernel reads and writes either layout without a
+/// transposing copy, and runs in bf16 in a bf16 scope ([`daed_kernels::linear`]).
+fn project(layer: &Linear, x: Tensor<3>, input: Layout, output: Layout) -> Tensor<3> {
+    let weight = layer.weight.val();
+    let bias = match &layer.bias {
+        Some(bias) => bias.val(),
+        None => Tensor::zeros([weight.dims()[1]], &weight.device()),
+    };
+    daed_kernels::linear::linear(x, weight, bias, input, output)
 }
 
 /// `softmax(q k^T / sqrt(d)) v` over `[B, heads, T, d]`: daed's fused attention for inference

@@ -12,7 +12,7 @@ use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
 use super::kernel::{self, Geom, Need};
-use crate::flex_ops::{dense, enabled, f32s, flex_tensor, on_flex};
+use crate::flex_ops::{dense, enabled, f32s, flex_tensor, need_of, on_flex, register_grads};
 use std::sync::OnceLock;
 
 /// Convolution with bias, as one backend operation daed implements itself.
@@ -139,22 +139,14 @@ impl Backward<Flex, 3> for ConvBackward {
         grads: &mut Gradients,
         checkpointer: &mut Checkpointer,
     ) {
-        let [node_x, node_w, node_b] = ops.parents;
+        let ids = ops.parents.map(|node| node.map(|n| n.id));
         let grad = grads.consume::<Flex>(&ops.node);
         let (x_state, w_state, options) = ops.state;
         let x = checkpointer.retrieve_node_output::<FlexTensor>(x_state);
         let weight = checkpointer.retrieve_node_output::<FlexTensor>(w_state);
-        let need = Need {
-            x: node_x.is_some(),
-            weight: node_w.is_some(),
-            bias: node_b.is_some(),
-        };
+        let need = need_of(&ids);
         let [dx, dw, db] = flex_backward(x, weight, grad, options, need);
-        for (node, g) in [(node_x, dx), (node_w, dw), (node_b, db)] {
-            if let (Some(node), Some(g)) = (node, g) {
-                grads.register::<Flex>(node.id, g);
-            }
-        }
+        register_grads(grads, ids, [dx, dw, db]);
     }
 }
 

@@ -351,14 +351,14 @@ fn plan(g: &Geom, columns: usize) -> (usize, Engine) {
 
 /// How `items` are cut into at most [`DW_CHUNKS`] contiguous chunks, fixed by their number
 /// alone: `(items per chunk, chunks)`.
-pub(super) fn fixed_chunks(items: usize) -> (usize, usize) {
+pub(crate) fn fixed_chunks(items: usize) -> (usize, usize) {
     let per_chunk = items.div_ceil(items.clamp(1, DW_CHUNKS)).max(1);
     (per_chunk, items.div_ceil(per_chunk))
 }
 
 /// The element-wise sum of `parts`, each element's terms added in the order of `parts`
 /// (elements in parallel): the same bits at any thread count.
-pub(super) fn sum_in_order(mut parts: Vec<Vec<f32>>) -> Vec<f32> {
+pub(crate) fn sum_in_order(mut parts: Vec<Vec<f32>>) -> Vec<f32> {
     let rest = parts.split_off(1.min(parts.len()));
     let mut sum = parts.pop().unwrap_or_default();
     const CHUNK: usize = 1 << 14;
