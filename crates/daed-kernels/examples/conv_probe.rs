@@ -7,6 +7,9 @@
 //! `cargo run --release -p daed-kernels --example conv_probe winograd [batch]`: Winograd F(4x4,
 //! 3x3) against im2col + GEMM on the U-Nets' 3x3 shapes (forward, input and weight gradients;
 //! milliseconds, two alternating rounds each).
+//! `cargo run --release -p daed-kernels --example conv_probe last`: the U-Nets' output layers
+//! (128 -> 3 at 32x32, 32 -> 1 and 64 -> 1 at 28x28, their training batches) through
+//! `kernel::forward` / `kernel::backward`, in f32 and in a bf16 scope (milliseconds).
 use std::time::Instant;
 
 use burn::tensor::module::conv2d;
@@ -15,6 +18,13 @@ use burn::tensor::{Device, Distribution, Tensor};
 use daed_kernels::conv::kernel::{self, Engine, Geom, Need};
 use daed_kernels::conv::winograd;
 use daed_kernels::precision::{bf16_supported, scope, Precision};
+
+/// `n` values in [-1, 1) from a stride `m` pattern: deterministic probe data.
+fn fill(n: usize, m: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * m) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
+}
 
 /// Best of three timed runs after one warm-up, in seconds.
 fn time<F: FnMut()>(mut f: F) -> f64 {
@@ -28,6 +38,13 @@ fn time<F: FnMut()>(mut f: F) -> f64 {
         .fold(f64::MAX, f64::min)
 }
 
+/// All three gradients.
+const ALL: Need = Need {
+    x: true,
+    weight: true,
+    bias: true,
+};
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let wino = args.first().is_some_and(|a| a == "winograd");
@@ -38,12 +55,11 @@ fn main() {
     if wino {
         return winograd_vs_im2col(b);
     }
+    if args.first().is_some_and(|a| a == "last") {
+        return output_layers();
+    }
     let d = Device::flex();
-    let all = Need {
-        x: true,
-        weight: true,
-        bias: true,
-    };
+    let all = ALL;
     peaks();
     println!("batch {b}; GFLOP/s (forward: one conv; backward: input + weight gradients)");
     println!("| shape | flex fwd | daed fwd per image | daed fwd grouped | daed bwd per image | daed bwd grouped | daed fwd bf16 | daed bwd bf16 |");
@@ -140,11 +156,6 @@ fn winograd_vs_im2col(b: usize) {
     ];
     for (c, co, h) in shapes {
         let g = Geom::new([b, c, h, h], [co, c, 3, 3], [1, 1], [1, 1]).expect("valid shape");
-        let fill = |n: usize, m: usize| -> Vec<f32> {
-            (0..n)
-                .map(|i| ((i * m) % 1000) as f32 / 500.0 - 1.0)
-                .collect()
-        };
         let (x, w, dy) = (
             fill(g.n * g.x_len(), 7919),
             fill(g.co * g.k(), 104729),
@@ -235,3 +246,50 @@ fn peaks() {
 
 #[cfg(not(target_arch = "x86_64"))]
 fn peaks() {}
+
+/// The U-Nets' output layers through the kernel's dispatch, f32 and bf16 scope.
+fn output_layers() {
+    println!("output layers: ms, best of three (f32 / bf16 scope)");
+    println!("| layer | forward | backward (all three gradients) |");
+    println!("|---|---|---|");
+    for (b, c, co, h) in [
+        (32usize, 128usize, 3usize, 32usize),
+        (64, 32, 1, 28),
+        (128, 64, 1, 28),
+    ] {
+        let g = Geom::new([b, c, h, h], [co, c, 3, 3], [1, 1], [1, 1]).expect("valid shape");
+        let (x, w, bias, dy) = (
+            fill(g.n * g.x_len(), 7919),
+            fill(g.co * g.k(), 104729),
+            fill(co, 3),
+            fill(g.n * g.y_len(), 31),
+        );
+        let precisions: &[Precision] = if bf16_supported() {
+            &[Precision::F32, Precision::Bf16]
+        } else {
+            &[Precision::F32]
+        };
+        let (mut fwd, mut bwd) = (Vec::new(), Vec::new());
+        for &p in precisions {
+            scope(p, || {
+                let f = time(|| {
+                    drop(std::hint::black_box(kernel::forward(
+                        &g,
+                        &x,
+                        &w,
+                        Some(&bias),
+                    )))
+                });
+                let bw =
+                    time(|| drop(std::hint::black_box(kernel::backward(&g, &x, &w, &dy, ALL))));
+                fwd.push(format!("{:.2}", f * 1e3));
+                bwd.push(format!("{:.2}", bw * 1e3));
+            });
+        }
+        println!(
+            "| {c}->{co} {h}x{h}, batch {b} | {} | {} |",
+            fwd.join(" / "),
+            bwd.join(" / ")
+        );
+    }
+}

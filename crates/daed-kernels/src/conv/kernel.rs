@@ -410,6 +410,9 @@ pub fn forward(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32
     if super::winograd::applies(g) {
         return super::winograd::forward(g, x, wt, bias);
     }
+    if super::direct::applies(g) {
+        return super::direct::forward(g, x, wt, bias);
+    }
     let (group, engine) = plan(g, 1);
     forward_grouped(g, x, wt, bias, group, engine)
 }
@@ -542,6 +545,15 @@ pub fn backward(g: &Geom, x: &[f32], wt: &[f32], dy: &[f32], need: Need) -> Grad
             weight: need
                 .weight
                 .then(|| super::winograd::weight_gradient(g, x, dy)),
+            bias: need.bias.then(|| bias_gradient(g, dy)),
+        };
+    }
+    if super::direct::applies(g) {
+        return Grads {
+            x: need.x.then(|| super::direct::input_gradient(g, wt, dy)),
+            weight: need
+                .weight
+                .then(|| super::direct::weight_gradient(g, x, dy)),
             bias: need.bias.then(|| bias_gradient(g, dy)),
         };
     }

@@ -7,11 +7,14 @@
 //! [`kernel`] does im2col + one GEMM per image, images spread over the threads, and gets all three
 //! gradients in one pass; 3x3, stride-1, padding-1 convolutions with at least 16 channels in and
 //! out (most of a U-Net's) run as Winograd F(4x4, 3x3) instead ([`winograd`]: forward, input and
-//! weight gradients, a quarter of the multiplications; `DAED_WINOGRAD=0` turns it off). It is wired in through burn's backend-extension mechanism: the
+//! weight gradients, a quarter of the multiplications; `DAED_WINOGRAD=0` turns it off), and
+//! stride-1 convolutions with at most four output channels (a U-Net's last layer) as a direct
+//! convolution ([`direct`]). It is wired in through burn's backend-extension mechanism: the
 //! [`ConvExt`] operation has a flex implementation and an `Autodiff<Flex>` one with its own
 //! backward step. Other backends (CUDA, libtorch), grouped or dilated convolutions, asymmetric
 //! padding, convolutions without a bias and non-f32 tensors keep burn's convolution; so does
 //! everything when `DAED_CONV=burn`.
+pub mod direct;
 pub mod kernel;
 pub mod winograd;
 

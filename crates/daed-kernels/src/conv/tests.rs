@@ -128,8 +128,9 @@ fn bits<const D: usize>(t: Tensor<D>) -> Vec<u32> {
 }
 
 /// In a bf16 scope (CPUs with AVX512-BF16) the output and all three gradients through autodiff
-/// stay within bf16 rounding (1% of the largest magnitude) of burn's f32 convolution, and the
-/// output is not f32's bits.
+/// stay within bf16 rounding (1% of the largest magnitude) of burn's f32 convolution, and where
+/// the im2col GEMM runs the output is not f32's bits (Winograd and the direct convolution for few
+/// outputs stay f32).
 #[test]
 fn bf16_forward_and_gradients_stay_near_burns_under_autodiff() {
     use crate::precision::{bf16_supported, scope, Precision};
@@ -162,7 +163,10 @@ fn bf16_forward_and_gradients_stay_near_burns_under_autodiff() {
             grads_of(ext::conv2d(x.clone(), w.clone(), b.clone(), opts.clone()))
         });
         let theirs = grads_of(burn_conv2d(x.clone(), w.clone(), Some(b.clone()), opts));
-        assert_ne!(bits(ours.0.clone()), bits(theirs.0.clone()), "bf16 ran");
+        let g = super::kernel::Geom::new(xs, ws, stride, pad).expect("valid case");
+        if !super::winograd::applies(&g) && !super::direct::applies(&g) {
+            assert_ne!(bits(ours.0.clone()), bits(theirs.0.clone()), "bf16 ran");
+        }
         crate::flex_ops::assert_close(ours.0, theirs.0, 1e-2, "y (bf16)");
         crate::flex_ops::assert_close(ours.1, theirs.1, 1e-2, "dx (bf16)");
         crate::flex_ops::assert_close(ours.2, theirs.2, 1e-2, "dw (bf16)");
