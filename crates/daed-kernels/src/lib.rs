@@ -2,8 +2,9 @@
 //!
 //! Each operation is a burn backend extension with a hand-written backward step, so the model
 //! code (daed-core's `nn`) calls one function that runs this kernel on flex and burn's own
-//! operations on every other backend (CUDA, libtorch): `conv` (im2col + GEMM, and Winograd
-//! F(4x4, 3x3) for 3x3 stride-1 convolutions; forward and all gradients), `norm` (GroupNorm
+//! operations on every other backend (CUDA, libtorch): `conv` (im2col + GEMM, Winograd F(4x4,
+//! 3x3) for 3x3 stride-1 convolutions, a direct convolution for layers with at most four
+//! outputs; forward and all gradients), `norm` (GroupNorm
 //! statistics; per-channel multiply-add + SiLU), `softmax` (last dimension), `attention` (fused
 //! per block of queries, inference), `linear` (the attention's projections between feature maps
 //! and token sequences, no transposing copies; bf16 in a bf16 scope), `vexp` (eight-lane `exp`
