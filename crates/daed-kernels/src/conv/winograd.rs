@@ -40,8 +40,11 @@ const LANES: usize = 8;
 /// Tiles per block: the GEMMs' column count (a multiple of [`LANES`]).
 const BLOCK: usize = 64;
 /// Tiles per block of the weight gradient: the GEMMs' inner dimension, longer so that each
-/// pass over the `co x ci` accumulators does more work.
+/// pass over the `co x ci` accumulators does more work; half as long where neither side has more
+/// than [`NARROW`] channels (see [`block_dw`]).
 const BLOCK_DW: usize = 256;
+/// Channel count up to which the weight gradient takes blocks of `BLOCK_DW / 2` tiles.
+const NARROW: usize = 128;
 /// Fewer channels than this in or out: im2col's longer GEMM does better.
 const MIN_CHANNELS: usize = 16;
 
@@ -143,7 +146,8 @@ pub fn weight_gradient(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let tiles = Tiles::new(g);
     // Fixed chunks of blocks, each summed on one thread, then the chunks in order: the same
     // bits at any thread count.
-    let blocks = tiles.count.div_ceil(BLOCK_DW);
+    let block_len = block_dw(g);
+    let blocks = tiles.count.div_ceil(block_len);
     let (per_chunk, chunks) = fixed_chunks(blocks);
     let engine = Engine::for_jobs(chunks);
     let partial: Vec<Vec<f32>> = (0..chunks)
@@ -152,7 +156,7 @@ pub fn weight_gradient(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
             let mut du = crate::zeros::zeros(E * g.co * g.ci);
             Scratch::with(|s| {
                 for b in c * per_chunk..((c + 1) * per_chunk).min(blocks) {
-                    tiles.block(b, BLOCK_DW, &mut s.pos);
+                    tiles.block(b, block_len, &mut s.pos);
                     dw_block(g, x, dy, s, &mut du, engine);
                 }
             });
@@ -160,6 +164,19 @@ pub fn weight_gradient(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         })
         .collect();
     sum_in_order(partial)
+}
+
+/// Tiles per block of the weight gradient: [`BLOCK_DW`], or half of it where neither side has
+/// more than [`NARROW`] channels. Measured with `conv_probe winograd 32`, three alternating
+/// rounds: 128->128 at 32x32 26.1-28.0 ms in blocks of 128 against 29.0-36.0 ms in blocks of 256,
+/// 64->64 at 28x28 7.1-8.9 against 8.2-9.2 (one noisy round 11.1-11.3); 256->256 at 16x16 did
+/// better in blocks of 256. Fixed by the shapes alone, as the bits need.
+fn block_dw(g: &Geom) -> usize {
+    if g.ci.max(g.co) <= NARROW {
+        BLOCK_DW / 2
+    } else {
+        BLOCK_DW
+    }
 }
 
 /// `m` (or its transpose) in the top-left corner of a 6x6 matrix of zeros, for [`left`] and
