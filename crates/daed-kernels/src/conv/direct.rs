@@ -231,7 +231,7 @@ fn dot_plain(acc: &mut [f32; LANES], a: &[f32], b: &[f32]) {
     }
 }
 
-/// [`axpy_plain`] and [`dot_plain`] compiled for AVX-512 (wider registers for the same
+/// [`axpy_plain`], [`dot_plain`] and [`sum_plain`] compiled for AVX-512 (wider registers for the same
 /// multiplies and adds, no fused multiply-adds: the same bits).
 #[cfg(target_arch = "x86_64")]
 mod wide {
@@ -245,6 +245,11 @@ mod wide {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn dot(acc: &mut [f32; LANES], a: &[f32], b: &[f32]) {
         super::dot_plain(acc, a, b)
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn sum(acc: &mut [f32; LANES], v: &[f32]) {
+        super::sum_plain(acc, v)
     }
 
     /// Whether the CPU has AVX-512 (F).
@@ -261,6 +266,35 @@ fn axpy(dst: &mut [f32], a: f32, src: &[f32]) {
         return unsafe { wide::axpy(dst, a, src) };
     }
     axpy_plain(dst, a, src)
+}
+
+/// The sum of `v` in [`LANES`] fixed lanes (`v[i]` into lane `i % LANES`, the lanes then added
+/// in order): one fixed order, vectorised as wide as the CPU allows (a plain `sum()` is one
+/// serial chain of adds). For the bias gradients.
+pub(crate) fn lane_sum(v: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    #[cfg(target_arch = "x86_64")]
+    if wide::available() {
+        // SAFETY: the CPU has AVX-512 (checked).
+        unsafe { wide::sum(&mut acc, v) };
+        return acc.iter().sum();
+    }
+    sum_plain(&mut acc, v);
+    acc.iter().sum()
+}
+
+/// Adds `v[i]` into `acc[i % LANES]`.
+#[inline(always)]
+fn sum_plain(acc: &mut [f32; LANES], v: &[f32]) {
+    let (full, rest) = v.split_at(v.len() / LANES * LANES);
+    for x in full.chunks_exact(LANES) {
+        for l in 0..LANES {
+            acc[l] += x[l];
+        }
+    }
+    for (l, x) in rest.iter().enumerate() {
+        acc[l] += x;
+    }
 }
 
 /// `acc[i % LANES] += a[i] * b[i]`, vectorised as wide as the CPU allows.
@@ -377,6 +411,15 @@ mod tests {
         dot_into(&mut wide, &a, &b);
         dot_plain(&mut plain, &a, &b);
         assert_eq!(wide.map(f32::to_bits), plain.map(f32::to_bits));
+        let mut plain = [0.0f32; LANES];
+        sum_plain(&mut plain, &a);
+        assert_eq!(lane_sum(&a).to_bits(), plain.iter().sum::<f32>().to_bits());
+        let exact: f64 = a.iter().map(|&v| v as f64).sum();
+        assert!(
+            (lane_sum(&a) as f64 - exact).abs() < 1e-3,
+            "{} against {exact}",
+            lane_sum(&a)
+        );
     }
 
     #[test]
