@@ -11,7 +11,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, Dispatch, Flex, TensorMetadata};
 use burn::tensor::Tensor;
 
-use super::kernel::{self, Dims, Layout};
+use super::kernel::{self, Dims};
+use super::Layout;
 use crate::flex_ops::{dense, enabled, f32s, flex_tensor, need_of, on_flex, register_grads};
 
 /// The linear layer of [`super::linear`] as one backend operation daed implements itself.

@@ -5,17 +5,9 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::Layout;
 use crate::conv::kernel::{fixed_chunks, matmul_strided, sum_in_order, Engine, Mat, Need};
 use crate::zeros::fill_from;
-
-/// How a batch of token sequences lies in memory.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Layout {
-    /// `[B, T, C]`: each token's channels side by side.
-    Tokens,
-    /// `[B, C, T]`: each channel's tokens side by side (a feature map's `[B, C, H, W]`).
-    Channels,
-}
 
 impl Layout {
     /// One image's values `s` as a `T x C` matrix (token by channel).

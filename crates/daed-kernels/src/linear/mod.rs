@@ -11,17 +11,24 @@
 //! ([`crate::precision`]), as PyTorch's autocast runs its linear layers. Gradients through its own
 //! backward step under autodiff. Other backends, and everything when `DAED_LINEAR=burn`, use
 //! burn's operations (same values in f32).
-mod kernel;
-
 #[cfg(feature = "flex")]
 mod ext;
+#[cfg(feature = "flex")]
+mod kernel;
 
 #[cfg(all(test, feature = "flex"))]
 mod tests;
 
 use burn::tensor::Tensor;
 
-pub use kernel::Layout;
+/// How a batch of token sequences lies in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `[B, T, C]`: each token's channels side by side.
+    Tokens,
+    /// `[B, C, T]`: each channel's tokens side by side (a feature map's `[B, C, H, W]`).
+    Channels,
+}
 
 /// `x W + b` with `x` laid out as `input`, the result as `output`; `weight` is `[C_in, C_out]`
 /// (burn `Linear`'s), `bias` `[C_out]`.
