@@ -10,8 +10,6 @@
 //! `cargo run --release -p daed-kernels --example conv_probe last`: the U-Nets' output layers
 //! (128 -> 3 at 32x32, 32 -> 1 and 64 -> 1 at 28x28, their training batches) through
 //! `kernel::forward` / `kernel::backward`, in f32 and in a bf16 scope (milliseconds).
-use std::time::Instant;
-
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
@@ -19,23 +17,14 @@ use daed_kernels::conv::kernel::{self, Engine, Geom, Need};
 use daed_kernels::conv::winograd;
 use daed_kernels::precision::{bf16_supported, scope, Precision};
 
+mod common;
+use common::best_of_three as time;
+
 /// `n` values in [-1, 1) from a stride `m` pattern: deterministic probe data.
 fn fill(n: usize, m: usize) -> Vec<f32> {
     (0..n)
         .map(|i| ((i * m) % 1000) as f32 / 500.0 - 1.0)
         .collect()
-}
-
-/// Best of three timed runs after one warm-up, in seconds.
-fn time<F: FnMut()>(mut f: F) -> f64 {
-    f();
-    (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .fold(f64::MAX, f64::min)
 }
 
 /// All three gradients.
@@ -227,14 +216,10 @@ fn peaks() {
     }
     // The best of three, so the clock has ramped up to its AVX-512 speed.
     let rate = |f: unsafe fn() -> f32, flops: f64| {
-        let best = (0..3)
-            .map(|_| {
-                let t = Instant::now();
-                // SAFETY: the features were detected above.
-                std::hint::black_box(unsafe { f() });
-                t.elapsed().as_secs_f64()
-            })
-            .fold(f64::MAX, f64::min);
+        // SAFETY: the features were detected above.
+        let best = time(|| {
+            std::hint::black_box(unsafe { f() });
+        });
         flops * (ROUNDS * 16) as f64 / best / 1e9
     };
     println!(

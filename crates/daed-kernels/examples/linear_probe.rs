@@ -4,22 +4,15 @@
 //! against `daed_kernels::linear` in f32 and (on CPUs with AVX512-BF16) in a bf16 scope.
 //!
 //! `cargo run --release -p daed-kernels --example linear_probe [batch]`
-use std::time::Instant;
-
 use burn::tensor::{Device, Distribution, Tensor};
 use daed_kernels::linear::{linear, Layout};
 use daed_kernels::precision::{bf16_supported, scope, Precision};
 
+mod common;
+
 /// Best of three timed runs after one warm-up, in milliseconds.
-fn time_ms<F: FnMut()>(mut f: F) -> f64 {
-    f();
-    (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .fold(f64::MAX, f64::min)
+fn time_ms<F: FnMut()>(f: F) -> f64 {
+    common::best_of_three(f) * 1e3
 }
 
 /// `x W + b` with burn's operations, from and to the given layouts.

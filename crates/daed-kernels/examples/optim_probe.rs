@@ -3,20 +3,14 @@
 //! best of three after a warm-up, two alternating rounds.
 //!
 //! `cargo run --release -p daed-kernels --example optim_probe [n]`
-use std::time::Instant;
-
 use burn::tensor::{Device, Distribution, Tensor};
 use daed_kernels::optim::{adamw, ema, AdamStep};
 
-fn best<F: FnMut()>(mut f: F) -> f64 {
-    f();
-    (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .fold(f64::MAX, f64::min)
+mod common;
+
+/// Best of three timed runs after one warm-up, in milliseconds.
+fn best<F: FnMut()>(f: F) -> f64 {
+    common::best_of_three(f) * 1e3
 }
 
 fn main() {

@@ -20,6 +20,7 @@ mod bf16;
 pub mod conv;
 #[cfg(feature = "flex")]
 mod flex_ops;
+mod lanes;
 pub mod linear;
 pub mod norm;
 pub mod optim;

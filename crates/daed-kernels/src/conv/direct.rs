@@ -11,15 +11,16 @@
 //! fixed lanes) for the weight gradient. Images run in parallel and each sum has one fixed order
 //! (weight-gradient chunks of images fixed by their number), so the bits do not depend on the
 //! thread count; plain multiplies and adds, so they do not depend on the CPU's features either.
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::kernel::{fixed_chunks, sum_in_order, Geom};
+use crate::lanes::{axpy, dot_into, LANES};
+use crate::zeros::{copy_into, fill_from};
 
 /// At most this many output channels.
 const MAX_OUT: usize = 4;
-
-/// Lanes of the weight gradient's dot products.
-const LANES: usize = 16;
 
 /// Whether a convolution of this geometry runs here: at most [`MAX_OUT`] output channels,
 /// stride 1.
@@ -94,38 +95,39 @@ pub fn forward(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32
     assert_eq!(x.len(), g.n * g.x_len(), "direct convolution: input length");
     assert_eq!(wt.len(), g.co * g.k(), "direct convolution: weight length");
     let grid = Grid::new(g);
-    let mut y = vec![0.0f32; g.n * g.y_len()];
-    y.par_chunks_mut(g.y_len())
-        .zip(x.par_chunks(g.x_len()))
-        .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(xp, yw), (yi, xi)| {
-                grid.pad(g, xi, xp);
-                yw.clear();
-                yw.resize(g.co * grid.run, 0.0);
-                for (c, xc) in xp.chunks_exact(grid.plane).enumerate() {
-                    for t in 0..grid.taps {
-                        let src = &xc[grid.shift(g, t)..][..grid.run];
-                        for (o, yo) in yw.chunks_exact_mut(grid.run).enumerate() {
-                            axpy(yo, wt[(o * g.ci + c) * grid.taps + t], src);
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(g.y_len())
+            .zip(x.par_chunks(g.x_len()))
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(xp, yw), (yi, xi)| {
+                    grid.pad(g, xi, xp);
+                    yw.clear();
+                    yw.resize(g.co * grid.run, 0.0);
+                    for (c, xc) in xp.chunks_exact(grid.plane).enumerate() {
+                        for t in 0..grid.taps {
+                            let src = &xc[grid.shift(g, t)..][..grid.run];
+                            for (o, yo) in yw.chunks_exact_mut(grid.run).enumerate() {
+                                axpy(yo, wt[(o * g.ci + c) * grid.taps + t], src);
+                            }
                         }
                     }
-                }
-                for (o, (dst, src)) in yi
-                    .chunks_exact_mut(g.p())
-                    .zip(yw.chunks_exact(grid.run))
-                    .enumerate()
-                {
-                    let b = bias.map_or(0.0, |b| b[o]);
-                    for (to, from) in dst.chunks_exact_mut(g.wo).zip(src.chunks_exact(grid.wp)) {
-                        for (d, s) in to.iter_mut().zip(from) {
-                            *d = s + b;
+                    for (o, (dst, src)) in yi
+                        .chunks_exact_mut(g.p())
+                        .zip(yw.chunks_exact(grid.run))
+                        .enumerate()
+                    {
+                        let b = bias.map_or(0.0, |b| b[o]);
+                        for (to, from) in dst.chunks_exact_mut(g.wo).zip(src.chunks_exact(grid.wp))
+                        {
+                            fill_from(to, from.iter().map(|s| s + b));
                         }
                     }
-                }
-            },
-        );
-    y
+                },
+            );
+    };
+    // SAFETY: every image's `co` planes are written row by row (`ho` rows of `wo`).
+    unsafe { crate::zeros::written(g.n * g.y_len(), fill) }
 }
 
 /// The input gradient (`n * ci * h * w`) given the output gradient `dy`.
@@ -140,34 +142,36 @@ pub fn input_gradient(g: &Geom, wt: &[f32], dy: &[f32]) -> Vec<f32> {
         "direct convolution: gradient length"
     );
     let grid = Grid::new(g);
-    let mut dx = vec![0.0f32; g.n * g.x_len()];
-    dx.par_chunks_mut(g.x_len())
-        .zip(dy.par_chunks(g.y_len()))
-        .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(dyw, dxp), (dxi, dyi)| {
-                grid.widen(g, dyi, dyw);
-                dxp.clear();
-                dxp.resize(g.ci * grid.plane, 0.0);
-                for (c, dc) in dxp.chunks_exact_mut(grid.plane).enumerate() {
-                    for t in 0..grid.taps {
-                        let dst = &mut dc[grid.shift(g, t)..][..grid.run];
-                        for (o, dyo) in dyw.chunks_exact(grid.run).enumerate() {
-                            axpy(dst, wt[(o * g.ci + c) * grid.taps + t], dyo);
+    let fill = |dx: &mut [MaybeUninit<f32>]| {
+        dx.par_chunks_mut(g.x_len())
+            .zip(dy.par_chunks(g.y_len()))
+            .for_each_init(
+                || (Vec::new(), Vec::new()),
+                |(dyw, dxp), (dxi, dyi)| {
+                    grid.widen(g, dyi, dyw);
+                    dxp.clear();
+                    dxp.resize(g.ci * grid.plane, 0.0);
+                    for (c, dc) in dxp.chunks_exact_mut(grid.plane).enumerate() {
+                        for t in 0..grid.taps {
+                            let dst = &mut dc[grid.shift(g, t)..][..grid.run];
+                            for (o, dyo) in dyw.chunks_exact(grid.run).enumerate() {
+                                axpy(dst, wt[(o * g.ci + c) * grid.taps + t], dyo);
+                            }
                         }
                     }
-                }
-                for (dst, src) in dxi
-                    .chunks_exact_mut(g.h * g.w)
-                    .zip(dxp.chunks_exact(grid.plane))
-                {
-                    for (row, to) in dst.chunks_exact_mut(g.w).enumerate() {
-                        to.copy_from_slice(&src[(row + g.ph) * grid.wp + g.pw..][..g.w]);
+                    for (dst, src) in dxi
+                        .chunks_exact_mut(g.h * g.w)
+                        .zip(dxp.chunks_exact(grid.plane))
+                    {
+                        for (row, to) in dst.chunks_exact_mut(g.w).enumerate() {
+                            copy_into(to, &src[(row + g.ph) * grid.wp + g.pw..][..g.w]);
+                        }
                     }
-                }
-            },
-        );
-    dx
+                },
+            );
+    };
+    // SAFETY: every image's `ci` planes are written row by row (`h` rows of `w`).
+    unsafe { crate::zeros::written(g.n * g.x_len(), fill) }
 }
 
 /// The weight gradient (`co * ci * kh * kw`): fixed chunks of images, each summed in order on
@@ -206,105 +210,6 @@ pub fn weight_gradient(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
         })
         .collect();
     sum_in_order(partial)
-}
-
-/// `dst += a * src`.
-#[inline(always)]
-fn axpy_plain(dst: &mut [f32], a: f32, src: &[f32]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d += a * s;
-    }
-}
-
-/// Adds the products `a[i] * b[i]` into `acc[i % LANES]`.
-#[inline(always)]
-fn dot_plain(acc: &mut [f32; LANES], a: &[f32], b: &[f32]) {
-    let (a_full, a_rest) = a.split_at(a.len() / LANES * LANES);
-    let (b_full, b_rest) = b.split_at(a_full.len());
-    for (x, y) in a_full.chunks_exact(LANES).zip(b_full.chunks_exact(LANES)) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    for (l, (x, y)) in a_rest.iter().zip(b_rest).enumerate() {
-        acc[l] += x * y;
-    }
-}
-
-/// [`axpy_plain`], [`dot_plain`] and [`sum_plain`] compiled for AVX-512 (wider registers for the same
-/// multiplies and adds, no fused multiply-adds: the same bits).
-#[cfg(target_arch = "x86_64")]
-mod wide {
-    use super::LANES;
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn axpy(dst: &mut [f32], a: f32, src: &[f32]) {
-        super::axpy_plain(dst, a, src)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn dot(acc: &mut [f32; LANES], a: &[f32], b: &[f32]) {
-        super::dot_plain(acc, a, b)
-    }
-
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn sum(acc: &mut [f32; LANES], v: &[f32]) {
-        super::sum_plain(acc, v)
-    }
-
-    /// Whether the CPU has AVX-512 (F).
-    pub(super) fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-}
-
-/// `dst += a * src`, vectorised as wide as the CPU allows.
-fn axpy(dst: &mut [f32], a: f32, src: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if wide::available() {
-        // SAFETY: the CPU has AVX-512 (checked).
-        return unsafe { wide::axpy(dst, a, src) };
-    }
-    axpy_plain(dst, a, src)
-}
-
-/// The sum of `v` in [`LANES`] fixed lanes (`v[i]` into lane `i % LANES`, the lanes then added
-/// in order): one fixed order, vectorised as wide as the CPU allows (a plain `sum()` is one
-/// serial chain of adds). For the bias gradients.
-pub(crate) fn lane_sum(v: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    #[cfg(target_arch = "x86_64")]
-    if wide::available() {
-        // SAFETY: the CPU has AVX-512 (checked).
-        unsafe { wide::sum(&mut acc, v) };
-        return acc.iter().sum();
-    }
-    sum_plain(&mut acc, v);
-    acc.iter().sum()
-}
-
-/// Adds `v[i]` into `acc[i % LANES]`.
-#[inline(always)]
-fn sum_plain(acc: &mut [f32; LANES], v: &[f32]) {
-    let (full, rest) = v.split_at(v.len() / LANES * LANES);
-    for x in full.chunks_exact(LANES) {
-        for l in 0..LANES {
-            acc[l] += x[l];
-        }
-    }
-    for (l, x) in rest.iter().enumerate() {
-        acc[l] += x;
-    }
-}
-
-/// `acc[i % LANES] += a[i] * b[i]`, vectorised as wide as the CPU allows.
-fn dot_into(acc: &mut [f32; LANES], a: &[f32], b: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if wide::available() {
-        // SAFETY: the CPU has AVX-512 (checked).
-        return unsafe { wide::dot(acc, a, b) };
-    }
-    dot_plain(acc, a, b)
 }
 
 #[cfg(test)]
@@ -397,29 +302,6 @@ mod tests {
         for threads in [2, 3] {
             assert_eq!(one, run(threads), "at {threads} threads");
         }
-    }
-
-    /// The AVX-512 build of the loops gives the plain build's bits (no fused multiply-adds).
-    #[test]
-    fn wide_loops_give_the_plain_bits() {
-        let (a, b) = (data(1037, 8), data(1037, 9));
-        let (mut wide, mut plain) = (data(1037, 10), data(1037, 10));
-        axpy(&mut wide, 0.37, &a);
-        axpy_plain(&mut plain, 0.37, &a);
-        assert_eq!(wide, plain);
-        let (mut wide, mut plain) = ([0.5f32; LANES], [0.5f32; LANES]);
-        dot_into(&mut wide, &a, &b);
-        dot_plain(&mut plain, &a, &b);
-        assert_eq!(wide.map(f32::to_bits), plain.map(f32::to_bits));
-        let mut plain = [0.0f32; LANES];
-        sum_plain(&mut plain, &a);
-        assert_eq!(lane_sum(&a).to_bits(), plain.iter().sum::<f32>().to_bits());
-        let exact: f64 = a.iter().map(|&v| v as f64).sum();
-        assert!(
-            (lane_sum(&a) as f64 - exact).abs() < 1e-3,
-            "{} against {exact}",
-            lane_sum(&a)
-        );
     }
 
     #[test]

@@ -671,7 +671,7 @@ fn bias_gradient(g: &Geom, dy: &[f32]) -> Vec<f32> {
     let mut db = vec![0.0f32; g.co];
     db.par_iter_mut().enumerate().for_each(|(co, d)| {
         for img in dy.chunks_exact(yl) {
-            *d += super::direct::lane_sum(&img[co * p..][..p]);
+            *d += crate::lanes::sum(&img[co * p..][..p]);
         }
     });
     db

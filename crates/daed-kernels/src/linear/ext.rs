@@ -58,13 +58,9 @@ fn dims(x: &FlexTensor, w: &FlexTensor, layouts: [Layout; 2]) -> Dims {
         "linear: input must be 3-D and weights 2-D"
     );
     let (n, ci) = (xs[0], ws[0]);
-    let t = match layouts[0] {
-        Layout::Tokens => xs[1],
-        Layout::Channels => xs[2],
-    };
-    let channels = match layouts[0] {
-        Layout::Tokens => xs[2],
-        Layout::Channels => xs[1],
+    let (t, channels) = match layouts[0] {
+        Layout::Tokens => (xs[1], xs[2]),
+        Layout::Channels => (xs[2], xs[1]),
     };
     assert_eq!(channels, ci, "linear: input channels against weight rows");
     Dims {

@@ -169,7 +169,7 @@ fn bias_gradient(d: &Dims, dy: &[f32]) -> Vec<f32> {
     match d.layouts[1] {
         Layout::Channels => db.par_iter_mut().enumerate().for_each(|(o, s)| {
             for img in dy.chunks_exact(d.y_len()) {
-                *s += crate::conv::direct::lane_sum(&img[o * d.t..][..d.t]);
+                *s += crate::lanes::sum(&img[o * d.t..][..d.t]);
             }
         }),
         Layout::Tokens => {
