@@ -195,6 +195,7 @@ pub(crate) struct Mat {
 }
 
 impl Mat {
+    /// The matrix in `s` whose rows are `cols` elements apart (its row length where packed).
     pub(crate) fn rows(s: &[f32], cols: usize) -> Self {
         Self {
             ptr: s.as_ptr(),
@@ -289,14 +290,35 @@ pub(crate) fn matmul_strided(
         };
         return crate::bf16::matmul(dst, ldd, [m, n, k], acc, lhs, rhs, threads);
     }
-    // SAFETY: `dst` holds m rows of n elements, `ldd` apart (checked); the callers build `lhs`
-    // and `rhs` from slices holding m x k and k x n elements with the strides given.
+    // SAFETY: `dst` holds m rows of n elements, `ldd` apart (checked), borrowed mutably; the
+    // callers build `lhs` and `rhs` from slices holding m x k and k x n elements with the
+    // strides given.
+    unsafe { matmul_raw(dst.as_mut_ptr(), ldd, [m, n, k], acc, lhs, rhs, par) }
+}
+
+/// The f32 [`matmul_strided`] into raw memory: for destinations whose rows interleave with
+/// those of other products written at the same time (Winograd's entries).
+///
+/// # Safety
+/// `dst` is valid for `m` rows of `n` elements `ldd` apart, which nothing else reads or writes
+/// during the call; `lhs` and `rhs` point at `m x k` and `k x n` readable elements with their
+/// strides.
+pub(crate) unsafe fn matmul_raw(
+    dst: *mut f32,
+    ldd: usize,
+    [m, n, k]: [usize; 3],
+    acc: bool,
+    lhs: Mat,
+    rhs: Mat,
+    par: gemm::Parallelism,
+) {
+    // SAFETY: as the caller promises.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             ldd as isize,
             acc,

@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::kernel::{fixed_chunks, matmul, sum_in_order, Engine, Geom, Mat, SharedOut};
+use super::kernel::{fixed_chunks, matmul, matmul_raw, sum_in_order, Engine, Geom, Mat, SharedOut};
 use crate::zeros::{copy_into, fill_from};
 
 /// The output's slots, written once each by the thread that owns them.
@@ -348,7 +348,23 @@ fn convolve(g: &Geom, x: &[f32], u: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     unsafe { crate::zeros::written(g.n * g.y_len(), fill) }
 }
 
+/// Values between one channel's 36 rows and the next's beyond the rows themselves: with `36 *
+/// ld` alone, a multiple of 1,024 for blocks of 128 and 256 tiles, the GEMMs' operand rows fell
+/// on the same cache sets (the weight gradient took 1.3-1.5x as long).
+const SLAB_PAD: usize = 16;
+
+/// One channel's share of [`Scratch`]'s `v` and `m` for blocks of `ld` (padded) tiles.
+fn slab(ld: usize) -> usize {
+    E * ld + SLAB_PAD
+}
+
 /// Per-thread buffers: tile positions, transformed patches, products.
+///
+/// `v` and `m` are channel-major: entry `e` of channel `c` for the block's `ld` tiles at
+/// `c * slab(ld) + e * ld`, so a transform writes (or reads) one channel's 36 rows close
+/// together, and entry `e`'s GEMM operand is the matrix of rows `slab(ld)` apart from `e * ld`.
+/// (With the entries outermost, each transform's 36 accesses per lane group went to 36 planes far
+/// apart: a third of the recipe's step profile sat on those stores and loads.)
 #[derive(Default)]
 struct Scratch {
     pos: Vec<Pos>,
@@ -376,8 +392,8 @@ impl Scratch {
     /// returns the padded tile count (the planes' row length).
     fn patches(&mut self, g: &Geom, x: &[f32]) -> usize {
         let ld = self.pos.len().next_multiple_of(LANES);
-        self.v.resize(E * g.ci * ld, 0.0);
-        self.m.resize(E * g.co * ld, 0.0);
+        self.v.resize(slab(ld) * g.ci, 0.0);
+        self.m.resize(slab(ld) * g.co, 0.0);
         let (pos, v) = (&self.pos, &mut self.v);
         wide!(transform_input, transform_input_avx2, g, x, pos, v, ld);
         ld
@@ -395,16 +411,24 @@ fn block(
     out: Slots,
 ) {
     let (ci, co, ld) = (g.ci, g.co, s.patches(g, x));
-    let v = &s.v;
-    entries(&mut s.m, co * ld, engine, |e, m, engine| {
-        matmul(
-            m,
-            [co, ld, ci],
-            false,
-            Mat::rows(&u[e * co * ci..][..co * ci], ci),
-            Mat::rows(&v[e * ci * ld..][..ci * ld], ld),
-            engine,
-        );
+    let (v, m, slab) = (&s.v, &mut s.m[..slab(ld) * co], slab(ld));
+    let dst = SharedOut(m.as_mut_ptr());
+    entries(engine, |e, par| {
+        let dst = &dst; // the whole wrapper (Sync), not its raw pointer alone
+                        // SAFETY: entry `e`'s rows (`co` rows of `ld` values, `slab` apart from `e * ld`) lie
+                        // inside `m` and belong to this product alone; `u` holds `co x ci` values from
+                        // `e * co * ci`, `v` `ci` rows of `ld` values `slab` apart from `e * ld`.
+        unsafe {
+            matmul_raw(
+                dst.0.add(e * ld),
+                slab,
+                [co, ld, ci],
+                false,
+                Mat::rows(&u[e * co * ci..][..co * ci], ci),
+                Mat::rows(&v[e * ld..], slab),
+                par,
+            )
+        }
     });
     wide!(
         transform_output,
@@ -432,42 +456,34 @@ fn dw_block(g: &Geom, x: &[f32], dy: &[f32], s: &mut Scratch, du: &mut [f32], en
         ld
     );
     let (m, v) = (&s.m, &s.v);
-    entries(du, co * ci, engine, |e, du, engine| {
+    let du = &mut du[..E * co * ci];
+    let dst = SharedOut(du.as_mut_ptr());
+    entries(engine, |e, par| {
+        let engine = Engine { par, ..engine };
+        // SAFETY: entry `e`'s `co x ci` values of `du` belong to this product alone.
+        let du = unsafe { dst.slice(e * co * ci, co * ci) };
         matmul(
             du,
             [co, ci, ld],
             true,
-            Mat::rows(&m[e * co * ld..][..co * ld], ld),
-            Mat::transposed(&v[e * ci * ld..][..ci * ld], ld),
+            Mat::rows(&m[e * ld..], slab(ld)),
+            Mat::transposed(&v[e * ld..], slab(ld)),
             engine,
         );
     });
 }
 
-/// Runs `gemm(e, dst_e, engine)` for the 36 entries, `dst_e` being the `e`-th `len` elements of
-/// `dst`. Where the block has the threads to itself (`engine` parallel: fewer blocks than
-/// threads, as for 4x4 and 8x8 images), the entries are shared out over the threads, each GEMM
-/// on one: 36 small GEMMs split this way wait less than each split over all threads. The sums
-/// are the same either way (gemm splits only output tiles), so are the bits.
-fn entries(
-    dst: &mut [f32],
-    len: usize,
-    engine: Engine,
-    gemm: impl Fn(usize, &mut [f32], Engine) + Sync,
-) {
-    let dst = &mut dst[..E * len];
+/// Runs `gemm(e, par)` for the 36 entries, each writing only its own outputs. Where the block
+/// has the threads to itself (`engine` parallel: fewer blocks than threads, as for 4x4 and 8x8
+/// images), the entries are shared out over the threads, each GEMM on one (`par` single): 36
+/// small GEMMs split this way wait less than each split over all threads. The sums are the same
+/// either way (gemm splits only output tiles), so are the bits.
+fn entries(engine: Engine, gemm: impl Fn(usize, gemm::Parallelism) + Sync) {
+    let one = gemm::Parallelism::None;
     if matches!(engine.par, gemm::Parallelism::None) {
-        for (e, d) in dst.chunks_exact_mut(len).enumerate() {
-            gemm(e, d, engine);
-        }
+        (0..E).for_each(|e| gemm(e, one));
     } else {
-        let one = Engine {
-            par: gemm::Parallelism::None,
-            ..engine
-        };
-        dst.par_chunks_exact_mut(len)
-            .enumerate()
-            .for_each(|(e, d)| gemm(e, d, one));
+        (0..E).into_par_iter().for_each(|e| gemm(e, one));
     }
 }
 
@@ -569,7 +585,7 @@ fn left<const J: usize, const C: usize>(
     }
 }
 
-/// `B^T d B` of every tile's 6x6 patch, channel by channel, into `v` (36 planes of `ci x ld`).
+/// `B^T d B` of every tile's 6x6 patch, channel by channel, into `v` (channel-major: see [`Scratch`]).
 ///
 /// Each lane's patch is first copied into its own row of `rows`, a patch row (its part inside
 /// the image) at a time, then the rows are transposed into the lanes of `d` with shuffles. The
@@ -592,7 +608,7 @@ fn transform_input(g: &Geom, x: &[f32], pos: &[Pos], v: &mut [f32], ld: usize) {
             right(&d, &BT, &mut t1);
             left(&BT, &t1, &mut t);
             for (e, val) in t.iter().flatten().enumerate() {
-                v[(e * ci + c) * ld + l0..][..LANES].copy_from_slice(val);
+                v[c * slab(ld) + e * ld + l0..][..LANES].copy_from_slice(val);
             }
         }
     }
@@ -725,7 +741,7 @@ fn transform_output(g: &Geom, m: &[f32], ld: usize, pos: &[Pos], bias: Option<&[
         let b = bias.map_or(0.0, |b| b[o]);
         for (l0, chunk) in (0..ld).step_by(LANES).zip(pos.chunks(LANES)) {
             for (e, val) in mm.iter_mut().flatten().enumerate() {
-                val.copy_from_slice(&m[(e * co + o) * ld + l0..][..LANES]);
+                val.copy_from_slice(&m[o * slab(ld) + e * ld + l0..][..LANES]);
             }
             right(&mm, &AT, &mut t1);
             left(&AT, &t1, &mut t);
@@ -744,7 +760,7 @@ fn transform_output(g: &Geom, m: &[f32], ld: usize, pos: &[Pos], bias: Option<&[
 }
 
 /// `A dy A^T` of every tile's 4x4 output gradient (zero outside the output), channel by
-/// channel, into `m` (36 planes of `co x ld`).
+/// channel, into `m` (channel-major: see [`Scratch`]).
 #[inline(always)]
 fn transform_grad(g: &Geom, dy: &[f32], pos: &[Pos], m: &mut [f32], ld: usize) {
     let (co, p) = (g.co, g.p());
@@ -773,7 +789,7 @@ fn transform_grad(g: &Geom, dy: &[f32], pos: &[Pos], m: &mut [f32], ld: usize) {
             left(&A6, &d, &mut t1);
             right(&t1, &A6, &mut t);
             for (e, val) in t.iter().flatten().enumerate() {
-                m[(e * co + o) * ld + l0..][..LANES].copy_from_slice(val);
+                m[o * slab(ld) + e * ld + l0..][..LANES].copy_from_slice(val);
             }
         }
     }
