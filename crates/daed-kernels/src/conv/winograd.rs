@@ -496,11 +496,89 @@ fn avx2() -> bool {
     false
 }
 
-/// [`transform_input`] for AVX2.
+/// [`transform_input`] for AVX2, with the same arithmetic (so the same bits) but without the
+/// patch rows in memory: each of the six patch rows of eight tiles is loaded straight from the
+/// image (a masked load, zero outside it) and transposed in registers into the lanes of `d`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn transform_input_avx2(g: &Geom, x: &[f32], pos: &[Pos], v: &mut [f32], ld: usize) {
-    transform_input(g, x, pos, v, ld)
+    use std::arch::x86_64::*;
+    let (ci, hw, slab) = (g.ci, g.h * g.w, slab(ld));
+    let mut d = ZERO_PATCH;
+    let (mut t1, mut t) = (ZERO_PATCH, ZERO_PATCH);
+    let mut masks = [_mm256_setzero_si256(); LANES];
+    for c in 0..ci {
+        for (l0, chunk) in (0..ld).step_by(LANES).zip(pos.chunks(LANES)) {
+            for (mask, p) in masks.iter_mut().zip(chunk) {
+                *mask = patch_columns(g, p);
+            }
+            for (r, dr) in d.iter_mut().enumerate() {
+                let rows: [__m256; LANES] = std::array::from_fn(|l| match chunk.get(l) {
+                    // SAFETY: the CPU has AVX2; `patch_row_avx` reads only the patch row's
+                    // columns inside the image (`masks[l]`), of a row inside it.
+                    Some(p) => unsafe {
+                        patch_row_avx(g, &x[(p.img * ci + c) * hw..][..hw], p, r, masks[l])
+                    },
+                    None => _mm256_setzero_ps(),
+                });
+                let cols = transpose8_regs(rows);
+                for (q, lanes) in dr.iter_mut().enumerate() {
+                    // SAFETY: `lanes` holds 8 floats.
+                    unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), cols[q]) };
+                }
+            }
+            right(&d, &BT, &mut t1);
+            left(&BT, &t1, &mut t);
+            for (e, val) in t.iter().flatten().enumerate() {
+                v[c * slab + e * ld + l0..][..LANES].copy_from_slice(val);
+            }
+        }
+    }
+}
+
+/// The lanes (patch columns `q < 6`) of tile `p`'s patch that lie inside the image, as a mask
+/// for `_mm256_maskload_ps`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn patch_columns(g: &Geom, p: &Pos) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    // The patch starts one pixel left of the tile (padding 1): columns q with 0 <= ox - 1 + q < w.
+    let first = 1usize.saturating_sub(p.ox) as i32;
+    let end = (g.w + 1 - p.ox).min(TILE) as i32;
+    let q = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    _mm256_and_si256(
+        _mm256_cmpgt_epi32(q, _mm256_set1_epi32(first - 1)),
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(end), q),
+    )
+}
+
+/// Row `r` of tile `p`'s 6x6 patch in `plane` (lanes 0..6; zero outside the image and in lanes
+/// 6 and 7), loaded with `columns` (from [`patch_columns`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn patch_row_avx(
+    g: &Geom,
+    plane: &[f32],
+    p: &Pos,
+    r: usize,
+    columns: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    // The patch starts one pixel above the tile (padding 1).
+    let y = (p.oy + r).wrapping_sub(1);
+    if y >= g.h {
+        return _mm256_setzero_ps();
+    }
+    let start = (y * g.w + p.ox) as isize - 1;
+    if p.ox >= 1 && p.ox + OUT < g.w && start as usize + LANES <= plane.len() {
+        // All six columns inside the image, and eight values inside the plane: a plain load
+        // (lanes 6 and 7 are not used).
+        // SAFETY: `start + 8 <= plane.len()`.
+        return unsafe { _mm256_loadu_ps(plane.as_ptr().add(start as usize)) };
+    }
+    // SAFETY: the masked-in lanes are the row's pixels ox - 1 + q inside 0..w, so inside `plane`;
+    // the masked-out ones are not read.
+    unsafe { _mm256_maskload_ps(plane.as_ptr().wrapping_offset(start), columns) }
 }
 
 /// [`transform_grad`] for AVX2.
@@ -698,6 +776,21 @@ unsafe fn transpose8_avx(rows: &[[f32; ROW]; LANES], col: usize) -> [Lanes; LANE
         // SAFETY: `src` holds 8 floats.
         unsafe { _mm256_loadu_ps(src.as_ptr()) }
     });
+    let o = transpose8_regs(r);
+    let mut out = [[0.0f32; LANES]; LANES];
+    for (dst, v) in out.iter_mut().zip(o) {
+        // SAFETY: `dst` holds 8 floats.
+        unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) };
+    }
+    out
+}
+
+/// Eight registers transposed: lane `l` of result `i` is lane `i` of `r[l]`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+fn transpose8_regs(r: [std::arch::x86_64::__m256; LANES]) -> [std::arch::x86_64::__m256; LANES] {
+    use std::arch::x86_64::*;
     // Pairs of rows interleaved, then pairs of pairs, then the 128-bit halves swapped across.
     let t: [__m256; LANES] = std::array::from_fn(|i| {
         let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
@@ -715,19 +808,13 @@ unsafe fn transpose8_avx(rows: &[[f32; ROW]; LANES], col: usize) -> [Lanes; LANE
             _mm256_shuffle_ps::<0xEE>(t[a], t[b])
         }
     });
-    let o: [__m256; LANES] = std::array::from_fn(|i| {
+    std::array::from_fn(|i| {
         if i < 4 {
             _mm256_permute2f128_ps::<0x20>(s[i], s[i + 4])
         } else {
             _mm256_permute2f128_ps::<0x31>(s[i - 4], s[i])
         }
-    });
-    let mut out = [[0.0f32; LANES]; LANES];
-    for (dst, v) in out.iter_mut().zip(o) {
-        // SAFETY: `dst` holds 8 floats.
-        unsafe { _mm256_storeu_ps(dst.as_mut_ptr(), v) };
-    }
-    out
+    })
 }
 
 /// `A^T m A` of every tile and output channel, plus the bias, into the inside of the output.
@@ -972,6 +1059,33 @@ mod tests {
         lanes_from_rows_plain(&rows, &mut plain);
         assert_eq!(fast, plain);
         assert_eq!(plain[2][3][5], (5 * 100 + 2 * TILE + 3) as f32);
+    }
+
+    /// The AVX2 input transform (patch rows loaded masked, transposed in registers) gives the
+    /// plain one's bits (zeros' signs included) in every block: odd sides, one-pixel images,
+    /// tiles over the edge, a partial lane group.
+    #[test]
+    fn the_avx2_input_transform_gives_the_plain_bits() {
+        if !avx2() {
+            return;
+        }
+        let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        for (seed, (xs, _)) in CASES.into_iter().enumerate() {
+            let g = Geom::new(xs, [16, xs[1], 3, 3], [1, 1], [1, 1]).unwrap();
+            let x = data(g.n * g.x_len(), seed as u32 + 4);
+            let tiles = Tiles::new(&g);
+            let mut pos = Vec::new();
+            for b in 0..tiles.count.div_ceil(BLOCK) {
+                tiles.block(b, BLOCK, &mut pos);
+                let ld = pos.len().next_multiple_of(LANES);
+                let (mut plain, mut wide) =
+                    (vec![7.0; slab(ld) * g.ci], vec![7.0; slab(ld) * g.ci]);
+                transform_input(&g, &x, &pos, &mut plain, ld);
+                // SAFETY: the CPU has AVX2.
+                unsafe { transform_input_avx2(&g, &x, &pos, &mut wide, ld) };
+                assert!(bits(&plain) == bits(&wide), "{xs:?}, block {b}");
+            }
+        }
     }
 
     /// The same bits at 1, 2, 3 and 4 threads, with one block (the GEMMs on all threads) and
