@@ -23,7 +23,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::kernel::{fixed_chunks, matmul, matmul_raw, sum_in_order, Engine, Geom, Mat, SharedOut};
+use super::kernel::{fixed_chunks, matmul_raw, sum_in_order, Engine, Geom, Mat, SharedOut};
 use crate::zeros::{copy_into, fill_from};
 
 /// The output's slots, written once each by the thread that owns them.
@@ -233,8 +233,9 @@ impl<'a> Kernels<'a> {
     }
 }
 
-/// `U[e][o][i]`: kernel `[o][i]` of `kernels` as `G g G^T`, its 36 entries in 36 `co x ci`
-/// planes. Output channels in parallel, [`LANES`] input channels at a time.
+/// `U[o][e][i]`: kernel `[o][i]` of `kernels` as `G g G^T`, output channel by output channel
+/// (each writes its own 36 rows of `ci` together; entry `e`'s `co x ci` GEMM operand has rows
+/// `36 * ci` apart). Output channels in parallel, [`LANES`] input channels at a time.
 fn transform_weights(co: usize, ci: usize, kernels: Kernels) -> Vec<f32> {
     let plane = co * ci;
     let fill = |u: &mut [MaybeUninit<f32>]| {
@@ -243,7 +244,7 @@ fn transform_weights(co: usize, ci: usize, kernels: Kernels) -> Vec<f32> {
             .into_par_iter()
             .for_each(|o| wide!(weights_of, weights_avx2, kernels, [co, ci], o, out));
     };
-    // SAFETY: each output channel writes its `ci` entries of each of the 36 planes.
+    // SAFETY: each output channel writes its 36 rows of `ci` entries.
     unsafe { crate::zeros::written(E * plane, fill) }
 }
 
@@ -259,8 +260,7 @@ unsafe fn weights_avx2(kernels: Kernels, dims: [usize; 2], o: usize, out: Slots)
 /// entries are written as fixed-size arrays (no `memcpy` call for 32 bytes).
 #[inline(always)]
 fn weights_of(kernels: Kernels, dims: [usize; 2], o: usize, out: Slots) {
-    let [co, ci] = dims;
-    let plane = co * ci;
+    let ci = dims[1];
     let (mut k, mut t1, mut t) = (ZERO_PATCH, ZERO_PATCH, ZERO_PATCH);
     for i0 in (0..ci).step_by(LANES) {
         let lanes = LANES.min(ci - i0);
@@ -277,8 +277,8 @@ fn weights_of(kernels: Kernels, dims: [usize; 2], o: usize, out: Slots) {
         left(&G6, &k, &mut t1);
         right(&t1, &G6, &mut t);
         for (e, val) in t.iter().flatten().enumerate() {
-            // SAFETY: entries (o, i0..i0 + lanes) of plane e belong to this call alone.
-            let dst = unsafe { out.slice(e * plane + o * ci + i0, lanes) };
+            // SAFETY: entries (o, e, i0..i0 + lanes) belong to this call alone.
+            let dst = unsafe { out.slice((o * E + e) * ci + i0, lanes) };
             match <&mut [MaybeUninit<f32>; LANES]>::try_from(&mut *dst) {
                 Ok(full) => *full = val.map(MaybeUninit::new),
                 Err(_) => drop(copy_into(dst, &val[..lanes])),
@@ -417,14 +417,14 @@ fn block(
         let dst = &dst; // the whole wrapper (Sync), not its raw pointer alone
                         // SAFETY: entry `e`'s rows (`co` rows of `ld` values, `slab` apart from `e * ld`) lie
                         // inside `m` and belong to this product alone; `u` holds `co x ci` values from
-                        // `e * co * ci`, `v` `ci` rows of `ld` values `slab` apart from `e * ld`.
+                        // `e * ci`, `E * ci` apart, `v` `ci` rows of `ld` values `slab` apart from `e * ld`.
         unsafe {
             matmul_raw(
                 dst.0.add(e * ld),
                 slab,
                 [co, ld, ci],
                 false,
-                Mat::rows(&u[e * co * ci..][..co * ci], ci),
+                Mat::rows(&u[e * ci..], E * ci),
                 Mat::rows(&v[e * ld..], slab),
                 par,
             )
@@ -443,7 +443,8 @@ fn block(
 }
 
 /// One block of the weight gradient: the block's transformed patches `V` and transformed output
-/// gradients `A dy A^T`, and `du[e] += (A dy A^T)[e] V[e]^T` for each of the 36 entries.
+/// gradients `A dy A^T`, and `du[e] += (A dy A^T)[e] V[e]^T` for each of the 36 entries (`du`
+/// laid out as the transformed weights are, `[o][e][i]`).
 fn dw_block(g: &Geom, x: &[f32], dy: &[f32], s: &mut Scratch, du: &mut [f32], engine: Engine) {
     let (ci, co, ld) = (g.ci, g.co, s.patches(g, x));
     wide!(
@@ -455,21 +456,25 @@ fn dw_block(g: &Geom, x: &[f32], dy: &[f32], s: &mut Scratch, du: &mut [f32], en
         &mut s.m,
         ld
     );
-    let (m, v) = (&s.m, &s.v);
+    let (m, v, slab) = (&s.m, &s.v, slab(ld));
     let du = &mut du[..E * co * ci];
     let dst = SharedOut(du.as_mut_ptr());
     entries(engine, |e, par| {
-        let engine = Engine { par, ..engine };
-        // SAFETY: entry `e`'s `co x ci` values of `du` belong to this product alone.
-        let du = unsafe { dst.slice(e * co * ci, co * ci) };
-        matmul(
-            du,
-            [co, ci, ld],
-            true,
-            Mat::rows(&m[e * ld..], slab(ld)),
-            Mat::transposed(&v[e * ld..], slab(ld)),
-            engine,
-        );
+        let dst = &dst; // the whole wrapper (Sync), not its raw pointer alone
+                        // SAFETY: entry `e`'s rows of `du` (`co` rows of `ci` values, `E * ci` apart from
+                        // `e * ci`) belong to this product alone; `m` holds `co` rows and `v` `ci` rows of `ld`
+                        // values, `slab` apart from `e * ld`.
+        unsafe {
+            matmul_raw(
+                dst.0.add(e * ci),
+                E * ci,
+                [co, ci, ld],
+                true,
+                Mat::rows(&m[e * ld..], slab),
+                Mat::transposed(&v[e * ld..], slab),
+                par,
+            )
+        }
     });
 }
 
@@ -591,8 +596,8 @@ unsafe fn transform_grad_avx2(g: &Geom, dy: &[f32], pos: &[Pos], m: &mut [f32], 
 /// [`kernel_gradient_of`] for AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn kernel_gradient_avx2(du: &[f32], o: usize, co: usize, ci: usize, dw: &mut [f32]) {
-    kernel_gradient_of(du, o, co, ci, dw)
+unsafe fn kernel_gradient_avx2(du: &[f32], o: usize, ci: usize, dw: &mut [f32]) {
+    kernel_gradient_of(du, o, ci, dw)
 }
 
 /// [`transform_output`] for AVX2.
@@ -887,20 +892,19 @@ fn kernel_gradient(co: usize, ci: usize, du: &[f32]) -> Vec<f32> {
     let mut dw = crate::zeros::zeros(co * ci * 9);
     dw.par_chunks_mut(ci * 9)
         .enumerate()
-        .for_each(|(o, dw)| wide!(kernel_gradient_of, kernel_gradient_avx2, du, o, co, ci, dw));
+        .for_each(|(o, dw)| wide!(kernel_gradient_of, kernel_gradient_avx2, du, o, ci, dw));
     dw
 }
 
 /// [`kernel_gradient`] for output channel `o`: its `ci` kernels' gradients into `dw`.
 #[inline(always)]
-fn kernel_gradient_of(du: &[f32], o: usize, co: usize, ci: usize, dw: &mut [f32]) {
-    let plane = co * ci;
+fn kernel_gradient_of(du: &[f32], o: usize, ci: usize, dw: &mut [f32]) {
     let (mut t1, mut t) = (ZERO_PATCH, ZERO_PATCH);
     for i0 in (0..ci).step_by(LANES) {
         let lanes = LANES.min(ci - i0);
         let mut d = ZERO_PATCH;
         for (e, val) in d.iter_mut().flatten().enumerate() {
-            copy_short::<LANES>(&mut val[..lanes], &du[e * plane + o * ci + i0..][..lanes]);
+            copy_short::<LANES>(&mut val[..lanes], &du[(o * E + e) * ci + i0..][..lanes]);
         }
         left(&GT6, &d, &mut t1);
         right(&t1, &GT6, &mut t);
