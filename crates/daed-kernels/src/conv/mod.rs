@@ -13,7 +13,8 @@
 //! [`ConvExt`] operation has a flex implementation and an `Autodiff<Flex>` one with its own
 //! backward step. Other backends (CUDA, libtorch), grouped or dilated convolutions, asymmetric
 //! padding, convolutions without a bias and non-f32 tensors keep burn's convolution; so does
-//! everything when `DAED_CONV=burn`.
+//! everything when `DAED_CONV=burn`. Inside [`frozen_weights`] (sampling), Winograd forwards
+//! keep their transformed weights from one call to the next.
 pub mod direct;
 pub mod kernel;
 pub mod winograd;
@@ -61,6 +62,16 @@ pub fn forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 
 #[cfg(feature = "flex")]
 mod ext;
+#[cfg(feature = "flex")]
+mod frozen;
+#[cfg(feature = "flex")]
+pub use frozen::{frozen_weights, kept};
+
+/// Runs `f` (without the flex backend there are no transformed weights to keep).
+#[cfg(not(feature = "flex"))]
+pub fn frozen_weights<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
 
 #[cfg(all(test, feature = "flex"))]
 mod tests;

@@ -197,3 +197,48 @@ fn bf16_reaches_both_halves_of_a_split_batch() {
     assert_eq!(bits(split), bits(whole.clone()));
     assert_ne!(bits(conv(x)), bits(whole), "f32 differs");
 }
+
+/// In a [`super::frozen_weights`] scope a Winograd forward keeps its transformed weights: later
+/// forwards with the same weights (on flex and through autodiff) give the bits they give outside
+/// a scope, other weights of the same shape their own results, and the scope's end frees them.
+#[test]
+fn a_frozen_scope_keeps_transforms_and_gives_the_same_bits() {
+    use super::{frozen_weights, kept};
+    let bits = |t: Tensor<4>| {
+        t.into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    };
+    for d in [Device::flex(), Device::flex().autodiff()] {
+        let x = Tensor::<4>::random([2, 16, 7, 7], Distribution::Normal(0.0, 1.0), &d);
+        let x2 = Tensor::<4>::random([2, 16, 7, 7], Distribution::Normal(0.0, 1.0), &d);
+        let w = Tensor::<4>::random([17, 16, 3, 3], Distribution::Normal(0.0, 0.3), &d);
+        let b = Tensor::<1>::random([17], Distribution::Normal(0.0, 1.0), &d);
+        let opts = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let conv = |x: &Tensor<4>, w: &Tensor<4>| {
+            ext::conv2d(x.clone(), w.clone(), b.clone(), opts.clone())
+        };
+        // The same weights' values, changed (new storage), as an optimizer step leaves them.
+        let w2 = w.clone() * 0.5 + 0.25;
+        let outside = [bits(conv(&x, &w)), bits(conv(&x2, &w)), bits(conv(&x, &w2))];
+        let inside = frozen_weights(|| {
+            let first = bits(conv(&x, &w));
+            assert_eq!(kept(), 1);
+            let again = frozen_weights(|| bits(conv(&x2, &w)));
+            assert_eq!(
+                kept(),
+                1,
+                "a nested scope shares the outer one's transforms"
+            );
+            let other = bits(conv(&x, &w2));
+            assert_eq!(kept(), 2);
+            [first, again, other]
+        });
+        assert!(inside == outside);
+        assert_eq!(kept(), 0, "the scope's end frees its transforms");
+        assert!(outside[0] != outside[2]);
+    }
+}

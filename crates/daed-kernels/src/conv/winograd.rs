@@ -108,25 +108,43 @@ fn fits(g: &Geom) -> bool {
         && g.co >= MIN_CHANNELS
 }
 
-/// Forward convolution (`n * co * ho * wo`), for a geometry that [`fits`].
-pub fn forward(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+/// Panics unless `g` [`fits`] (a caller's error: [`applies`] says which calls come here).
+fn assert_fits(g: &Geom) {
     assert!(
         fits(g),
         "winograd: not a 3x3, stride-1, padding-1 convolution"
     );
-    assert_eq!(x.len(), g.n * g.x_len(), "winograd: input length");
+}
+
+/// Forward convolution (`n * co * ho * wo`), for a geometry that [`fits`].
+pub fn forward(g: &Geom, x: &[f32], wt: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    forward_transformed(g, x, &transformed_weights(g, wt), bias)
+}
+
+/// The forward's transformed weights (`36 * co * ci` values): what [`forward_transformed`] takes,
+/// for callers that keep them across calls with the same weights.
+pub fn transformed_weights(g: &Geom, wt: &[f32]) -> Vec<f32> {
+    assert_fits(g);
     assert_eq!(wt.len(), g.co * g.k(), "winograd: weight length");
-    let u = transform_weights(g.co, g.ci, Kernels::AsGiven(wt));
-    convolve(g, x, &u, bias)
+    transform_weights(g.co, g.ci, Kernels::AsGiven(wt))
+}
+
+/// [`forward`] with the weights already transformed by [`transformed_weights`].
+pub fn forward_transformed(g: &Geom, x: &[f32], u: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    assert_fits(g);
+    assert_eq!(x.len(), g.n * g.x_len(), "winograd: input length");
+    assert_eq!(
+        u.len(),
+        E * g.co * g.ci,
+        "winograd: transformed weight length"
+    );
+    convolve(g, x, u, bias)
 }
 
 /// The input gradient (`n * ci * h * w`) given the output gradient `dy`: the convolution of `dy`
 /// with `w'[i][o] = w[o][i]` flipped in both spatial axes (flipped while it is transformed).
 pub fn input_gradient(g: &Geom, wt: &[f32], dy: &[f32]) -> Vec<f32> {
-    assert!(
-        fits(g),
-        "winograd: not a 3x3, stride-1, padding-1 convolution"
-    );
+    assert_fits(g);
     assert_eq!(wt.len(), g.co * g.k(), "winograd: weight length");
     assert_eq!(dy.len(), g.n * g.y_len(), "winograd: gradient length");
     let gt = Geom::new([g.n, g.co, g.ho, g.wo], [g.ci, g.co, 3, 3], [1, 1], [1, 1])
@@ -137,10 +155,7 @@ pub fn input_gradient(g: &Geom, wt: &[f32], dy: &[f32]) -> Vec<f32> {
 
 /// The weight gradient (`co * ci * 3 * 3`) given the input `x` and the output gradient `dy`.
 pub fn weight_gradient(g: &Geom, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    assert!(
-        fits(g),
-        "winograd: not a 3x3, stride-1, padding-1 convolution"
-    );
+    assert_fits(g);
     assert_eq!(x.len(), g.n * g.x_len(), "winograd: input length");
     assert_eq!(dy.len(), g.n * g.y_len(), "winograd: gradient length");
     let tiles = Tiles::new(g);
