@@ -99,8 +99,7 @@ pub trait Generate: Build {
         let steps = d.num_steps();
         let precision = opts.precision.resolve("sample.precision", device)?;
         // The weights stay as they are while sampling: Winograd keeps their transforms.
-        let frozen = daed_kernels::conv::frozen_weights;
-        frozen(|| {
+        daed_kernels::conv::frozen_weights(|| {
             crate::precision::scope(precision, || {
                 let plan = crate::sample::BatchPlan {
                     shape,

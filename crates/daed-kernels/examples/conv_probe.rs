@@ -48,7 +48,6 @@ fn main() {
         return output_layers();
     }
     let d = Device::flex();
-    let all = ALL;
     peaks();
     println!("batch {b}; GFLOP/s (forward: one conv; backward: input + weight gradients)");
     println!("| shape | flex fwd | daed fwd per image | daed fwd grouped | daed bwd per image | daed bwd grouped | daed fwd bf16 | daed bwd bf16 |");
@@ -93,10 +92,10 @@ fn main() {
             std::hint::black_box(kernel::forward(&g, &xs, &ws, None));
         });
         let tb_one = time(|| {
-            std::hint::black_box(kernel::backward_grouped(&g, &xs, &ws, &dy, all, 1, none));
+            std::hint::black_box(kernel::backward_grouped(&g, &xs, &ws, &dy, ALL, 1, none));
         });
         let tb_grp = time(|| {
-            std::hint::black_box(kernel::backward(&g, &xs, &ws, &dy, all));
+            std::hint::black_box(kernel::backward(&g, &xs, &ws, &dy, ALL));
         });
         let gf = |t: f64, m: f64| format!("{:.0} ({:.1} ms)", m * flops / t / 1e9, t * 1e3);
         let bf16 = |f: &dyn Fn(), m: f64| match bf16_supported() {
@@ -110,7 +109,7 @@ fn main() {
         let bwd16 = bf16(
             &|| {
                 drop(std::hint::black_box(kernel::backward(
-                    &g, &xs, &ws, &dy, all,
+                    &g, &xs, &ws, &dy, ALL,
                 )))
             },
             2.0,

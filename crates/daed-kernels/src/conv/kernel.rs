@@ -408,6 +408,14 @@ unsafe impl<T: Send> Send for SharedOut<T> {}
 unsafe impl<T: Send> Sync for SharedOut<T> {}
 
 impl<T> SharedOut<T> {
+    /// The address `offset` elements in.
+    ///
+    /// # Safety
+    /// `offset` lies inside the buffer (or one past its end).
+    pub(super) unsafe fn at(&self, offset: usize) -> *mut T {
+        unsafe { self.0.add(offset) }
+    }
+
     /// The `len` elements at `offset`.
     ///
     /// # Safety
@@ -559,23 +567,31 @@ pub struct Grads {
 
 /// The gradients with respect to the input, weight and bias, given the output gradient `dy`.
 /// The input and weight gradients of a 3x3, stride-1, padding-1 convolution run as Winograd
-/// ([`super::winograd`]).
+/// ([`super::winograd`]), those of a layer with few outputs as a direct convolution
+/// ([`super::direct`]).
 pub fn backward(g: &Geom, x: &[f32], wt: &[f32], dy: &[f32], need: Need) -> Grads {
-    if super::winograd::applies(g) {
+    /// An algorithm's input gradient `(g, wt, dy)` and weight gradient `(g, x, dy)`.
+    type Pair = (
+        fn(&Geom, &[f32], &[f32]) -> Vec<f32>,
+        fn(&Geom, &[f32], &[f32]) -> Vec<f32>,
+    );
+    let own: Option<Pair> = if super::winograd::applies(g) {
+        Some((
+            super::winograd::input_gradient,
+            super::winograd::weight_gradient,
+        ))
+    } else if super::direct::applies(g) {
+        Some((
+            super::direct::input_gradient,
+            super::direct::weight_gradient,
+        ))
+    } else {
+        None
+    };
+    if let Some((input_gradient, weight_gradient)) = own {
         return Grads {
-            x: need.x.then(|| super::winograd::input_gradient(g, wt, dy)),
-            weight: need
-                .weight
-                .then(|| super::winograd::weight_gradient(g, x, dy)),
-            bias: need.bias.then(|| bias_gradient(g, dy)),
-        };
-    }
-    if super::direct::applies(g) {
-        return Grads {
-            x: need.x.then(|| super::direct::input_gradient(g, wt, dy)),
-            weight: need
-                .weight
-                .then(|| super::direct::weight_gradient(g, x, dy)),
+            x: need.x.then(|| input_gradient(g, wt, dy)),
+            weight: need.weight.then(|| weight_gradient(g, x, dy)),
             bias: need.bias.then(|| bias_gradient(g, dy)),
         };
     }

@@ -426,24 +426,14 @@ fn block(
     out: Slots,
 ) {
     let (ci, co, ld) = (g.ci, g.co, s.patches(g, x));
-    let (v, m, slab) = (&s.v, &mut s.m[..slab(ld) * co], slab(ld));
-    let dst = SharedOut(m.as_mut_ptr());
-    entries(engine, |e, par| {
-        let dst = &dst; // the whole wrapper (Sync), not its raw pointer alone
-                        // SAFETY: entry `e`'s rows (`co` rows of `ld` values, `slab` apart from `e * ld`) lie
-                        // inside `m` and belong to this product alone; `u` holds `co x ci` values from
-                        // `e * ci`, `E * ci` apart, `v` `ci` rows of `ld` values `slab` apart from `e * ld`.
-        unsafe {
-            matmul_raw(
-                dst.0.add(e * ld),
-                slab,
-                [co, ld, ci],
-                false,
-                Mat::rows(&u[e * ci..], E * ci),
-                Mat::rows(&v[e * ld..], slab),
-                par,
-            )
-        }
+    let (v, slab) = (&s.v, slab(ld));
+    // m[e] = U[e] V[e]: U[e]'s rows `36 * ci` apart from `e * ci`, V[e]'s and m[e]'s `slab`
+    // apart from `e * ld`.
+    entries(engine, &mut s.m, [ld, slab], [co, ld, ci], false, |e| {
+        (
+            Mat::rows(&u[e * ci..], E * ci),
+            Mat::rows(&v[e * ld..], slab),
+        )
     });
     wide!(
         transform_output,
@@ -472,38 +462,51 @@ fn dw_block(g: &Geom, x: &[f32], dy: &[f32], s: &mut Scratch, du: &mut [f32], en
         ld
     );
     let (m, v, slab) = (&s.m, &s.v, slab(ld));
-    let du = &mut du[..E * co * ci];
-    let dst = SharedOut(du.as_mut_ptr());
-    entries(engine, |e, par| {
-        let dst = &dst; // the whole wrapper (Sync), not its raw pointer alone
-                        // SAFETY: entry `e`'s rows of `du` (`co` rows of `ci` values, `E * ci` apart from
-                        // `e * ci`) belong to this product alone; `m` holds `co` rows and `v` `ci` rows of `ld`
-                        // values, `slab` apart from `e * ld`.
-        unsafe {
-            matmul_raw(
-                dst.0.add(e * ci),
-                E * ci,
-                [co, ci, ld],
-                true,
-                Mat::rows(&m[e * ld..], slab),
-                Mat::transposed(&v[e * ld..], slab),
-                par,
-            )
-        }
+    // du[e] += M[e] V[e]^T: M[e]'s and V[e]'s rows `slab` apart from `e * ld`, du[e]'s `36 * ci`
+    // apart from `e * ci`.
+    entries(engine, du, [ci, E * ci], [co, ci, ld], true, |e| {
+        (
+            Mat::rows(&m[e * ld..], slab),
+            Mat::transposed(&v[e * ld..], slab),
+        )
     });
 }
 
-/// Runs `gemm(e, par)` for the 36 entries, each writing only its own outputs. Where the block
-/// has the threads to itself (`engine` parallel: fewer blocks than threads, as for 4x4 and 8x8
-/// images), the entries are shared out over the threads, each GEMM on one (`par` single): 36
-/// small GEMMs split this way wait less than each split over all threads. The sums are the same
-/// either way (gemm splits only output tiles), so are the bits.
-fn entries(engine: Engine, gemm: impl Fn(usize, gemm::Parallelism) + Sync) {
-    let one = gemm::Parallelism::None;
+/// The 36 entries' products `dst[e] (+)= lhs[e] rhs[e]` (`[m, n, k] = mnk`), `operands(e)` giving
+/// `(lhs[e], rhs[e])`, into one buffer where entry `e`'s `m` rows of `n` values start at
+/// `e * step` and lie `ldd` apart (`[step, ldd] = at`): the entries' rows interleave, each
+/// entry's own values apart from the others' (checked). Where the block has the threads to itself
+/// (`engine` parallel: fewer blocks than threads, as for 4x4 and 8x8 images), the entries are
+/// shared out over the threads, each GEMM on one: 36 small GEMMs split this way wait less than
+/// each split over all threads. The sums are the same either way (gemm splits only output
+/// tiles), so are the bits.
+fn entries(
+    engine: Engine,
+    dst: &mut [f32],
+    [step, ldd]: [usize; 2],
+    [m, n, k]: [usize; 3],
+    acc: bool,
+    operands: impl Fn(usize) -> (Mat, Mat) + Sync,
+) {
+    assert!(
+        n <= step && (E - 1) * step + n <= ldd && (m - 1) * ldd + (E - 1) * step + n <= dst.len(),
+        "winograd: entries' rows overlap or overrun their buffer"
+    );
+    let out = SharedOut(dst.as_mut_ptr());
+    let gemm = |e: usize| {
+        let (lhs, rhs) = operands(e);
+        // SAFETY: entry `e`'s rows lie inside `dst` and apart from every other entry's (the
+        // assertion above), and `dst` is borrowed mutably for the call; the callers build the
+        // operands from slices holding them with the strides given.
+        unsafe {
+            let at = out.at(e * step);
+            matmul_raw(at, ldd, [m, n, k], acc, lhs, rhs, gemm::Parallelism::None)
+        }
+    };
     if matches!(engine.par, gemm::Parallelism::None) {
-        (0..E).for_each(|e| gemm(e, one));
+        (0..E).for_each(gemm);
     } else {
-        (0..E).into_par_iter().for_each(|e| gemm(e, one));
+        (0..E).into_par_iter().for_each(gemm);
     }
 }
 
